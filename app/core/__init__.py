@@ -1,0 +1,1 @@
+"""Infrastructure shared by both sides: configuration, logging, databases."""

@@ -1,0 +1,1 @@
+"""VentraSim: the merchant that receives, verifies and records Ventra's webhooks."""

@@ -1,0 +1,118 @@
+"""Receiving endpoints per environment: secret and failure mode, cached."""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.core.config import ENVIRONMENTS
+from app.core.signatures import fingerprint
+from app.sim.errors import NotFound, ValidationFailed
+from app.sim.models import EndpointSetting
+from app.sim.modes import MODES, ModeSettings, validate_options
+
+log = logging.getLogger("sim.endpoints")
+
+
+def setting_json(setting: EndpointSetting) -> dict[str, Any]:
+    """Return the API view of one environment's settings."""
+    return {
+        "env": setting.env,
+        "mode": setting.mode,
+        "options": setting.options,
+        "secret": setting.secret,
+        "secret_fingerprint": fingerprint(setting.secret) if setting.secret else None,
+        "updated_at": setting.updated_at.isoformat(),
+    }
+
+
+class EndpointRegistry:
+    """The settings in force, kept in memory and written through to the database.
+
+    The receiver reads them on every request, so a change of mode or secret
+    applies to the next request without a database round trip.
+    """
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+        self._sessions = sessions
+        self._settings: dict[str, EndpointSetting] = {}
+
+    async def load(self) -> None:
+        now = datetime.now(timezone.utc)
+        async with self._sessions() as session:
+            for env in ENVIRONMENTS:
+                await session.execute(
+                    insert(EndpointSetting)
+                    .values(env=env, secret=None, mode="normal", options={}, updated_at=now)
+                    .on_conflict_do_nothing(index_elements=["env"])
+                )
+            await session.commit()
+            rows = await session.scalars(select(EndpointSetting))
+            self._settings = {row.env: row for row in rows}
+
+    def secret(self, env: str) -> str | None:
+        setting = self._settings.get(env)
+        return setting.secret if setting else None
+
+    def mode(self, env: str) -> ModeSettings:
+        setting = self._settings.get(env)
+        if setting is None:
+            return ModeSettings()
+        return ModeSettings(setting.mode, dict(setting.options))
+
+    def list(self) -> list[dict[str, Any]]:
+        return [setting_json(self._settings[env]) for env in ENVIRONMENTS]
+
+    async def update(
+        self,
+        env: str,
+        *,
+        secret: str | None = None,
+        mode: str | None = None,
+        options: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Validate and store a change of secret or mode."""
+        if env not in ENVIRONMENTS:
+            raise NotFound(
+                f"environment {env!r} not found; use one of {', '.join(ENVIRONMENTS)}"
+            )
+        if secret is not None and secret != secret.strip():
+            raise ValidationFailed(
+                "secret has leading or trailing whitespace; the signature is keyed"
+                " with the exact bytes, so it would never match. Remove it.",
+                field="secret",
+            )
+        if secret is not None and not secret:
+            raise ValidationFailed("secret is empty; paste the endpoint's secret", field="secret")
+        if mode is not None and mode not in MODES:
+            raise ValidationFailed(
+                f"mode={mode!r} is unknown; use one of {', '.join(MODES)}", field="mode"
+            )
+        try:
+            clean = validate_options(mode or "", options or {})
+        except ValueError as exc:
+            raise ValidationFailed(str(exc), field="options") from None
+
+        async with self._sessions() as session:
+            setting = await session.get(EndpointSetting, env, with_for_update=True)
+            assert setting is not None
+            if secret is not None:
+                setting.secret = secret
+            if mode is not None:
+                setting.mode = mode
+                setting.options = clean
+            elif options:
+                setting.options = {**setting.options, **clean}
+            setting.updated_at = datetime.now(timezone.utc)
+            await session.commit()
+            self._settings[env] = setting
+        log.info(
+            "endpoint settings updated env=%s mode=%s secret_fingerprint=%s",
+            env, setting.mode, fingerprint(setting.secret) if setting.secret else None,
+        )
+        return setting_json(setting)

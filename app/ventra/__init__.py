@@ -1,0 +1,1 @@
+"""Ventra: the sandbox Pix escrow platform (API, orders, ledger, delivery)."""

@@ -1,0 +1,120 @@
+"""Webhook endpoints: one per environment, each with a URL, secret and switch."""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.core.config import ENVIRONMENTS
+from app.core.signatures import fingerprint, generate_secret
+from app.ventra.errors import NotFound
+from app.ventra.models import Delivery, WebhookEndpoint
+
+log = logging.getLogger("ventra.endpoints")
+
+
+def endpoint_json(endpoint: WebhookEndpoint, reveal_secret: bool = True) -> dict[str, Any]:
+    """Return the API view of an endpoint.
+
+    The platform's API shows the secret to its own key holder, as a
+    dashboard does, so the merchant can copy it; logs never do.
+    """
+    body: dict[str, Any] = {
+        "env": endpoint.env,
+        "url": endpoint.url,
+        "enabled": endpoint.enabled,
+        "disabled_reason": endpoint.disabled_reason,
+        "secret_fingerprint": fingerprint(endpoint.secret),
+        "updated_at": endpoint.updated_at.isoformat(),
+    }
+    if reveal_secret:
+        body["secret"] = endpoint.secret
+    return body
+
+
+class EndpointService:
+    """Read and change the webhook endpoints."""
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+        self._sessions = sessions
+
+    async def ensure_defaults(self, url: str | None, secret: str | None) -> None:
+        """Create the endpoint rows that are missing, with the configured defaults."""
+        now = datetime.now(timezone.utc)
+        async with self._sessions() as session:
+            for env in ENVIRONMENTS:
+                await session.execute(
+                    insert(WebhookEndpoint)
+                    .values(
+                        env=env,
+                        url=url,
+                        secret=secret or generate_secret(),
+                        enabled=True,
+                        updated_at=now,
+                    )
+                    .on_conflict_do_nothing(index_elements=["env"])
+                )
+            await session.commit()
+
+    async def list(self) -> list[dict[str, Any]]:
+        async with self._sessions() as session:
+            rows = await session.scalars(select(WebhookEndpoint).order_by(WebhookEndpoint.env))
+            return [endpoint_json(e) for e in rows]
+
+    async def get(self, env: str) -> WebhookEndpoint:
+        async with self._sessions() as session:
+            endpoint = await session.get(WebhookEndpoint, env)
+        if endpoint is None:
+            raise NotFound(f"environment {env!r} not found; use one of {', '.join(ENVIRONMENTS)}")
+        return endpoint
+
+    async def update(
+        self,
+        env: str,
+        *,
+        url: str | None = None,
+        secret: str | None = None,
+        enabled: bool | None = None,
+        clear_url: bool = False,
+    ) -> dict[str, Any]:
+        """Change an endpoint; disabling it cancels its pending deliveries."""
+        now = datetime.now(timezone.utc)
+        async with self._sessions() as session:
+            endpoint = await session.get(WebhookEndpoint, env, with_for_update=True)
+            if endpoint is None:
+                raise NotFound(
+                    f"environment {env!r} not found; use one of {', '.join(ENVIRONMENTS)}"
+                )
+            if url is not None or clear_url:
+                endpoint.url = url
+            if secret is not None:
+                endpoint.secret = secret
+            if enabled is not None:
+                endpoint.enabled = enabled
+                endpoint.disabled_reason = None if enabled else "disabled by request"
+            endpoint.updated_at = now
+            cancelled = 0
+            if enabled is False:
+                cancelled = await cancel_pending(session, env, now)
+            await session.commit()
+            log.info(
+                "endpoint updated env=%s enabled=%s url=%s secret_fingerprint=%s"
+                " cancelled=%d",
+                env, endpoint.enabled, endpoint.url, fingerprint(endpoint.secret), cancelled,
+            )
+            return endpoint_json(endpoint)
+
+
+async def cancel_pending(session: AsyncSession, env: str, now: datetime) -> int:
+    """Cancel the pending deliveries of an environment; return how many."""
+    result = await session.execute(
+        update(Delivery)
+        .where(Delivery.env == env, Delivery.status == "pending")
+        .values(status="cancelled", next_attempt_at=None, updated_at=now)
+    )
+    return result.rowcount or 0
