@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
             from app.ledger_cli import verify_ledger
 
             return asyncio.run(verify_ledger(settings_from(args)))
-        from app.ui.launcher import run_window
+        from app.desktop import run_window
 
         return run_window(settings_from(args))
     except (ConfigError, DatabaseStartError) as exc:

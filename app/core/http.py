@@ -106,8 +106,18 @@ def _http_message(request: web.Request, exc: web.HTTPException) -> str:
 MAX_BODY_KEY = web.AppKey("max_body", int)
 
 
+RAW_BODY_KEY = web.RequestKey("raw_body", bytes)
+
+
 async def read_body(request: web.Request) -> bytes:
-    """Read the whole body once, rejecting one over the app's size limit."""
+    """Read the whole body once, rejecting one over the app's size limit.
+
+    The bytes are kept on the request, so a middleware that read the body
+    first (to hash it) and the handler after it see the same bytes.
+    """
+    cached = request.get(RAW_BODY_KEY)
+    if cached is not None:
+        return cached
     limit = request.app.get(MAX_BODY_KEY, MAX_BODY_BYTES)
     if request.content_length is not None and request.content_length > limit:
         raise ApiError(
@@ -123,6 +133,7 @@ async def read_body(request: web.Request) -> bytes:
             code="payload_too_large",
             http_status=413,
         )
+    request[RAW_BODY_KEY] = body
     return body
 
 
@@ -199,26 +210,33 @@ def request_guard(allowed_hosts: Callable[[], set[str]]) -> Any:
 
     @web.middleware
     async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
-        hosts = allowed_hosts()
-        host = (request.headers.get("Host") or "").lower()
-        if host not in hosts:
-            return error_response(
-                421,
-                "misdirected_request",
-                f"Host {host!r} is not an address this server serves;"
-                f" use one of {', '.join(sorted(hosts))}",
-            )
-        origin = request.headers.get("Origin")
-        if origin is not None and origin.lower() not in {f"http://{h}" for h in hosts}:
-            return error_response(
-                403,
-                "forbidden_origin",
-                f"requests from Origin {origin!r} are not allowed;"
-                " call this API from the app or a script, not a web page",
-            )
+        rejection = foreign_request_error(request, allowed_hosts())
+        if rejection is not None:
+            return rejection
         return await handler(request)
 
     return guard
+
+
+def foreign_request_error(request: web.Request, hosts: set[str]) -> web.Response | None:
+    """Return the 421 or 403 answer for another site's request, else None."""
+    host = (request.headers.get("Host") or "").lower()
+    if host not in hosts:
+        return error_response(
+            421,
+            "misdirected_request",
+            f"Host {host!r} is not an address this server serves;"
+            f" use one of {', '.join(sorted(hosts))}",
+        )
+    origin = request.headers.get("Origin")
+    if origin is not None and origin.lower() not in {f"http://{h}" for h in hosts}:
+        return error_response(
+            403,
+            "forbidden_origin",
+            f"requests from Origin {origin!r} are not allowed;"
+            " call this API from the app or a script, not a web page",
+        )
+    return None
 
 
 def served_hosts(host: str, port: int) -> set[str]:

@@ -25,6 +25,7 @@ def setting_json(setting: EndpointSetting) -> dict[str, Any]:
         "env": setting.env,
         "mode": setting.mode,
         "options": setting.options,
+        "mode_summary": ModeSettings(setting.mode, dict(setting.options)).summary(),
         "secret": setting.secret,
         "secret_fingerprint": fingerprint(setting.secret) if setting.secret else None,
         "updated_at": setting.updated_at.isoformat(),
@@ -43,6 +44,7 @@ class EndpointRegistry:
         self._settings: dict[str, EndpointSetting] = {}
 
     async def load(self) -> None:
+        """Create the rows of missing environments and read all settings."""
         now = datetime.now(timezone.utc)
         async with self._sessions() as session:
             for env in ENVIRONMENTS:
@@ -56,16 +58,19 @@ class EndpointRegistry:
             self._settings = {row.env: row for row in rows}
 
     def secret(self, env: str) -> str | None:
+        """Return the secret in force for ``env``, or None when unset."""
         setting = self._settings.get(env)
         return setting.secret if setting else None
 
     def mode(self, env: str) -> ModeSettings:
+        """Return the failure mode in force for ``env``."""
         setting = self._settings.get(env)
         if setting is None:
             return ModeSettings()
         return ModeSettings(setting.mode, dict(setting.options))
 
     def list(self) -> list[dict[str, Any]]:
+        """Return the API view of every environment's settings."""
         return [setting_json(self._settings[env]) for env in ENVIRONMENTS]
 
     async def update(
@@ -76,25 +81,25 @@ class EndpointRegistry:
         mode: str | None = None,
         options: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
-        """Validate and store a change of secret or mode."""
+        """Validate and store a change of secret or mode.
+
+        Options given with a new mode replace the old mode's options; options
+        given alone are merged into those of the mode in force.
+        """
         if env not in ENVIRONMENTS:
             raise NotFound(
                 f"environment {env!r} not found; use one of {', '.join(ENVIRONMENTS)}"
             )
-        if secret is not None and secret != secret.strip():
-            raise ValidationFailed(
-                "secret has leading or trailing whitespace; the signature is keyed"
-                " with the exact bytes, so it would never match. Remove it.",
-                field="secret",
-            )
-        if secret is not None and not secret:
-            raise ValidationFailed("secret is empty; paste the endpoint's secret", field="secret")
+        if secret is not None:
+            check_secret(secret)
         if mode is not None and mode not in MODES:
             raise ValidationFailed(
                 f"mode={mode!r} is unknown; use one of {', '.join(MODES)}", field="mode"
             )
+        current = self._settings[env]
+        target_mode = mode or current.mode
         try:
-            clean = validate_options(mode or "", options or {})
+            clean = validate_options(target_mode, options or {})
         except ValueError as exc:
             raise ValidationFailed(str(exc), field="options") from None
 
@@ -103,16 +108,37 @@ class EndpointRegistry:
             assert setting is not None
             if secret is not None:
                 setting.secret = secret
-            if mode is not None:
+            if mode is not None and mode != setting.mode:
                 setting.mode = mode
                 setting.options = clean
-            elif options:
+            elif clean:
                 setting.options = {**setting.options, **clean}
             setting.updated_at = datetime.now(timezone.utc)
             await session.commit()
             self._settings[env] = setting
         log.info(
             "endpoint settings updated env=%s mode=%s secret_fingerprint=%s",
-            env, setting.mode, fingerprint(setting.secret) if setting.secret else None,
+            env,
+            setting.mode,
+            fingerprint(setting.secret) if setting.secret else None,
         )
         return setting_json(setting)
+
+
+def check_secret(secret: str) -> None:
+    """Reject a secret that could never match what Ventra signs with."""
+    if not secret:
+        raise ValidationFailed("secret is empty; paste the endpoint's secret", field="secret")
+    if secret != secret.strip():
+        raise ValidationFailed(
+            "secret has leading or trailing whitespace; the signature is keyed"
+            " with the exact bytes of the secret, so it would never match."
+            " Remove the whitespace and save again.",
+            field="secret",
+        )
+    if not secret.isprintable():
+        raise ValidationFailed(
+            "secret contains control or unpaired surrogate characters; paste the"
+            " endpoint's secret as Ventra shows it",
+            field="secret",
+        )

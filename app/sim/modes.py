@@ -1,4 +1,15 @@
-"""Failure modes of the receiver, for training: how each request is answered."""
+"""Failure modes of the receiver, for training: how each request is answered.
+
+- ``normal``: 200, or 401 for an invalid signature and 400 for a body
+  that is not an event.
+- ``offline``: 503 at once.
+- ``timeout``: holds the response until the sender hangs up, or answers
+  504 after ``timeout_cap_seconds``.
+- ``flaky``: fails ``flaky_percent`` percent of requests with 503, at random.
+- ``slow``: answers as ``normal`` after ``slow_ms`` milliseconds.
+- ``status``: answers ``status`` to every request, with ``Retry-After``
+  when ``retry_after`` is set.
+"""
 
 from __future__ import annotations
 
@@ -7,58 +18,79 @@ from dataclasses import dataclass, field
 from typing import Any
 
 MODES = ("normal", "offline", "timeout", "flaky", "slow", "status")
-DEFAULT_TIMEOUT_CAP_SECONDS = 60.0
+DEFAULT_TIMEOUT_CAP_SECONDS = 60
+
+# Option name -> (minimum, maximum, default), per mode.
+MODE_OPTIONS: dict[str, dict[str, tuple[int, int, int | None]]] = {
+    "normal": {},
+    "offline": {"retry_after": (0, 86_400, None)},
+    "timeout": {"timeout_cap_seconds": (1, 600, DEFAULT_TIMEOUT_CAP_SECONDS)},
+    "flaky": {"flaky_percent": (0, 100, 30), "retry_after": (0, 86_400, None)},
+    "slow": {"slow_ms": (0, 120_000, 2000)},
+    "status": {"status": (200, 599, 500), "retry_after": (0, 86_400, None)},
+}
 
 
 @dataclass(frozen=True)
 class ModeSettings:
-    """The mode of one environment and its parameters."""
+    """The mode of one environment and its options."""
 
     mode: str = "normal"
     options: dict[str, Any] = field(default_factory=dict)
 
+    def option(self, name: str) -> int | None:
+        """Return an option's value, or its default when it is unset."""
+        if name in self.options:
+            return int(self.options[name])
+        return MODE_OPTIONS[self.mode].get(name, (0, 0, None))[2]
+
     @property
     def flaky_percent(self) -> int:
-        return int(self.options.get("flaky_percent", 30))
+        return self.option("flaky_percent") or 0
 
     @property
     def slow_ms(self) -> int:
-        return int(self.options.get("slow_ms", 2000))
+        return self.option("slow_ms") or 0
 
     @property
     def fixed_status(self) -> int:
-        return int(self.options.get("status", 500))
+        return self.option("status") or 500
 
     @property
     def retry_after(self) -> int | None:
-        value = self.options.get("retry_after")
-        return None if value is None else int(value)
+        return self.option("retry_after")
 
     @property
     def timeout_cap(self) -> float:
-        return float(self.options.get("timeout_cap_seconds", DEFAULT_TIMEOUT_CAP_SECONDS))
+        return float(self.option("timeout_cap_seconds") or DEFAULT_TIMEOUT_CAP_SECONDS)
+
+    def summary(self) -> dict[str, Any]:
+        """Return the mode and every option in force, defaults included."""
+        options = {}
+        for name in MODE_OPTIONS[self.mode]:
+            value = self.option(name)
+            if value is not None:
+                options[name] = value
+        return {"mode": self.mode, **options}
 
 
 def flaky_fails(percent: int, rng: random.Random | None = None) -> bool:
-    """Decide whether a flaky-mode request fails."""
+    """Decide at random whether a flaky-mode request fails."""
     return (rng or random).random() * 100 < percent
 
 
-def validate_options(mode: str, options: dict[str, Any]) -> dict[str, Any]:
-    """Check a mode's parameters, returning only the known ones."""
-    allowed: dict[str, tuple[str, int, int]] = {
-        "flaky_percent": ("flaky_percent", 0, 100),
-        "slow_ms": ("slow_ms", 0, 120_000),
-        "status": ("status", 200, 599),
-        "retry_after": ("retry_after", 0, 86_400),
-        "timeout_cap_seconds": ("timeout_cap_seconds", 1, 600),
-    }
-    clean: dict[str, Any] = {}
+def validate_options(mode: str, options: dict[str, Any]) -> dict[str, int]:
+    """Check a mode's options; raise ValueError naming the first bad one."""
+    allowed = MODE_OPTIONS[mode]
+    clean: dict[str, int] = {}
     for key, value in options.items():
         if key not in allowed:
-            raise ValueError(f"{key} is not a mode option; use one of {', '.join(allowed)}")
-        _, low, high = allowed[key]
+            names = ", ".join(allowed) or "none"
+            raise ValueError(f"{key} is not an option of mode {mode}; its options: {names}")
+        low, high, _ = allowed[key]
         if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-            raise ValueError(f"{key}={value!r} is invalid; use a whole number from {low} to {high}")
+            raise ValueError(
+                f"{key}={value!r} is invalid; use a whole number from {low} to {high}"
+            )
         clean[key] = value
     return clean

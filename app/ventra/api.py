@@ -3,34 +3,41 @@
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from aiohttp import web
+from pydantic import BaseModel, ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core.config import ENVIRONMENTS
-from app.core.http import Handler, json_response, read_model
+from app.core.http import Handler, json_response, read_model, validation_message
 from app.ventra import ledger, pix
 from app.ventra.delivery import DeliveryWorker
 from app.ventra.endpoints import EndpointService
 from app.ventra.errors import NotFound, Unauthorized, ValidationFailed
-from app.ventra.events import EVENT_TYPES
 from app.ventra.keys import ApiKeyStore
 from app.ventra.orders import OrderService
 from app.ventra.queries import EventQueries
 from app.ventra.schemas import (
+    ID_REGEX,
     BulkRetry,
     CreateOrder,
+    EventQuery,
+    OrderQuery,
     PixPay,
     Refund,
     RotateKey,
+    TransactionQuery,
     UpdateEndpoint,
 )
 
 log = logging.getLogger("ventra.api")
 
 PUBLIC_PATHS = frozenset({"/health", "/openapi.json"})
+QueryT = TypeVar("QueryT", bound=BaseModel)
+ID_PATTERN = re.compile(ID_REGEX)
 
 
 @dataclass
@@ -77,16 +84,22 @@ def _env(value: str) -> str:
     return value
 
 
-def _limit(request: web.Request, default: int = 50, maximum: int = 500) -> int:
-    raw = request.query.get("limit")
-    if raw is None:
-        return default
-    if not raw.isdigit() or not 1 <= int(raw) <= maximum:
-        raise ValidationFailed(
-            f"limit={raw!r} is invalid; use a whole number from 1 to {maximum}",
-            field="limit",
-        )
-    return int(raw)
+def path_id(request: web.Request, name: str) -> str:
+    """Return an id from the path; one that no id could match is not found."""
+    value = request.match_info[name]
+    if not ID_PATTERN.fullmatch(value):
+        kind = name.removesuffix("_id")
+        raise NotFound(f"{kind} {value[:80]!r} not found", **{name: value[:80]})
+    return value
+
+
+def read_query(request: web.Request, model: type[QueryT]) -> QueryT:
+    """Validate the query string into ``model``, naming the invalid parameter."""
+    try:
+        return model.model_validate(dict(request.query))
+    except ValidationError as exc:
+        field, message = validation_message(exc)
+        raise ValidationFailed(message, field=field) from None
 
 
 @routes.get("/health")
@@ -113,34 +126,33 @@ async def create_order(request: web.Request) -> web.Response:
 
 @routes.get("/v1/orders")
 async def list_orders(request: web.Request) -> web.Response:
-    env = request.query.get("env")
-    status = request.query.get("status")
-    if env is not None:
-        _env(env)
-    orders = await ctx(request).orders.list(env=env, status=status, limit=_limit(request))
+    query = read_query(request, OrderQuery)
+    orders = await ctx(request).orders.list(
+        env=query.env, status=query.status, limit=query.limit
+    )
     return json_response({"data": orders})
 
 
 @routes.get("/v1/orders/{order_id}")
 async def get_order(request: web.Request) -> web.Response:
-    return json_response(await ctx(request).orders.get(request.match_info["order_id"]))
+    return json_response(await ctx(request).orders.get(path_id(request, "order_id")))
 
 
 @routes.post("/v1/orders/{order_id}/pay")
 async def pay_order(request: web.Request) -> web.Response:
-    return json_response(await ctx(request).orders.pay(request.match_info["order_id"]))
+    return json_response(await ctx(request).orders.pay(path_id(request, "order_id")))
 
 
 @routes.post("/v1/orders/{order_id}/release")
 async def release_order(request: web.Request) -> web.Response:
-    return json_response(await ctx(request).orders.release(request.match_info["order_id"]))
+    return json_response(await ctx(request).orders.release(path_id(request, "order_id")))
 
 
 @routes.post("/v1/orders/{order_id}/refund")
 async def refund_order(request: web.Request) -> web.Response:
     body = await read_model(request, Refund, optional=True)
     order = await ctx(request).orders.refund(
-        request.match_info["order_id"], body.amount, body.reason
+        path_id(request, "order_id"), body.amount, body.reason
     )
     return json_response(order)
 
@@ -157,21 +169,13 @@ async def pay_by_br_code(request: web.Request) -> web.Response:
 
 @routes.get("/v1/events")
 async def list_events(request: web.Request) -> web.Response:
-    event_type = request.query.get("type")
-    if event_type is not None and event_type not in EVENT_TYPES:
-        raise ValidationFailed(
-            f"type={event_type!r} is unknown; use one of {', '.join(EVENT_TYPES)}",
-            field="type",
-        )
-    env = request.query.get("env")
-    if env is not None:
-        _env(env)
+    query = read_query(request, EventQuery)
     events = await ctx(request).events.list(
-        order_id=request.query.get("order_id"),
-        event_type=event_type,
-        env=env,
-        limit=_limit(request),
-        before=request.query.get("starting_after"),
+        order_id=query.order_id,
+        event_type=query.type,
+        env=query.env,
+        limit=query.limit,
+        before=query.starting_after,
     )
     return json_response({"data": events})
 
@@ -179,30 +183,26 @@ async def list_events(request: web.Request) -> web.Response:
 @routes.post("/v1/events/retry")
 async def bulk_retry(request: web.Request) -> web.Response:
     body = await read_model(request, BulkRetry)
-    since = body.since
-    if since.tzinfo is None:
-        raise ValidationFailed(
-            f"since={since.isoformat()!r} has no time zone; add Z or an offset",
-            field="since",
-        )
-    queued = await ctx(request).worker.retry_failed(body.env, since)
-    return json_response({"env": body.env, "since": since.isoformat(), "queued": queued})
+    queued = await ctx(request).worker.retry_failed(body.env, body.since)
+    return json_response(
+        {"env": body.env, "since": body.since.isoformat(), "queued": queued}
+    )
 
 
 @routes.get("/v1/events/{event_id}")
 async def get_event(request: web.Request) -> web.Response:
-    return json_response(await ctx(request).events.get(request.match_info["event_id"]))
+    return json_response(await ctx(request).events.get(path_id(request, "event_id")))
 
 
 @routes.get("/v1/events/{event_id}/deliveries")
 async def event_deliveries(request: web.Request) -> web.Response:
-    result = await ctx(request).events.deliveries(request.match_info["event_id"])
+    result = await ctx(request).events.deliveries(path_id(request, "event_id"))
     return json_response(result)
 
 
 @routes.post("/v1/events/{event_id}/retry")
 async def retry_event(request: web.Request) -> web.Response:
-    result = await ctx(request).worker.retry_now(request.match_info["event_id"])
+    result = await ctx(request).worker.retry_now(path_id(request, "event_id"))
     return json_response(result)
 
 
@@ -215,16 +215,6 @@ async def list_endpoints(request: web.Request) -> web.Response:
 async def update_endpoint(request: web.Request) -> web.Response:
     env = _env(request.match_info["env"])
     body = await read_model(request, UpdateEndpoint)
-    if body.url is not None and not body.url.startswith(("http://", "https://")):
-        raise ValidationFailed(
-            f"url={body.url!r} is invalid; use an http:// or https:// URL", field="url"
-        )
-    if body.secret is not None and body.secret != body.secret.strip():
-        raise ValidationFailed(
-            "secret has leading or trailing whitespace, which would be signed"
-            " as part of the key; remove it",
-            field="secret",
-        )
     endpoint = await ctx(request).endpoints.update(
         env, url=body.url, secret=body.secret, enabled=body.enabled
     )
@@ -239,10 +229,9 @@ async def ledger_accounts(request: web.Request) -> web.Response:
 
 @routes.get("/v1/ledger/transactions")
 async def ledger_transactions(request: web.Request) -> web.Response:
+    query = read_query(request, TransactionQuery)
     async with ctx(request).sessions() as session:
-        found = await ledger.transactions(
-            session, request.query.get("order_id"), limit=_limit(request, 200, 1000)
-        )
+        found = await ledger.transactions(session, query.order_id, limit=query.limit)
     return json_response({"data": found})
 
 

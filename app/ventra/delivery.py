@@ -5,41 +5,64 @@ A delivery is claimed and its attempt row written in one transaction, with
 never send the same (event, attempt) pair twice. The claim sets a lease;
 an attempt still ``in_flight`` when its lease has passed was cut off by a
 crash, and is recorded as interrupted before the delivery is retried.
+
+Outcomes are written by one recorder task in batches, so a busy worker
+spends one transaction on many attempts. A POST is sent only after its
+claim has committed; the outcome's commit may lag behind, which at worst
+turns a crash into an extra, recorded attempt.
 """
 
 from __future__ import annotations
 
 import asyncio
+import email.utils
 import logging
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import aiohttp
-from sqlalchemy import select, text, update
+from sqlalchemy import insert, text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core.signatures import fingerprint, hex_signature, standard_signature
 from app.ventra.endpoints import cancel_pending
 from app.ventra.errors import DeliveryUnavailable, NotFound
-from app.ventra.models import Delivery, DeliveryAttempt, Event, WebhookEndpoint
+from app.ventra.models import DeliveryAttempt
 
 log = logging.getLogger("ventra.delivery")
 
-# Delays in seconds between attempts; attempts = 1 + len(delays).
+# Delays in seconds after each failed automatic attempt; a schedule makes
+# 1 + len(delays) automatic attempts.
 SCHEDULES: dict[str, tuple[float, ...]] = {
+    # About 30 s from the first attempt to the last, for demos and tests.
     "fast": (1, 2, 4, 8, 15),
-    # Minutes to hours, like the large webhook providers.
+    # About 27.6 hours from the first attempt to the last.
     "realistic": (5, 300, 1800, 7200, 18000, 36000, 36000),
 }
+# The longest wait, in seconds, that a Retry-After header can impose.
 RETRY_AFTER_CAP = {"fast": 30.0, "realistic": 3600.0}
 JITTER = 0.1
 RESPONSE_EXCERPT_BYTES = 1024
+TEXT_FIELD_CHARS = 2048
 USER_AGENT = "Ventra-Webhooks/0.1"
 REDACTED = "[redacted]"
 SIGNATURE_HEADERS = ("X-Signature", "webhook-signature")
+RECORD_BATCH = 256
+RECORD_TRIES = 3
+
+# Error kinds stored with failed attempts.
+CONNECTION_REFUSED = "connection_refused"
+CONNECTION_ERROR = "connection_error"
+TIMEOUT = "timeout"
+REDIRECT = "redirect"
+HTTP_STATUS = "http_status"
+RESPONSE_TOO_LARGE = "response_too_large"
+INVALID_RESPONSE = "invalid_response"
+INTERRUPTED = "interrupted"
 
 
 @dataclass(frozen=True)
@@ -49,6 +72,7 @@ class DeliveryConfig:
     timeout: float = 10.0
     concurrency: int = 64
     poll_interval: float = 0.25
+    recovery_interval: float = 1.0
 
     @property
     def lease(self) -> timedelta:
@@ -63,9 +87,8 @@ class Claim:
 
     delivery_id: str
     event_id: str
-    attempt_id: int
     number: int
-    schedule: str
+    trigger: str
     env: str
     url: str
     body: bytes
@@ -86,12 +109,22 @@ class Outcome:
     retry_after: float | None = None
 
 
-def next_delay(schedule: str, attempts_made: int) -> float | None:
-    """Return the jittered delay before the next attempt, or None when done."""
+@dataclass
+class Finished:
+    """An attempt waiting for the recorder, and the future of its commit."""
+
+    claim: Claim
+    outcome: Outcome
+    started_at: datetime
+    done: asyncio.Future[str] = field(repr=False)
+
+
+def next_delay(schedule: str, failures: int) -> float | None:
+    """Return the jittered delay after ``failures`` automatic failures, or None."""
     delays = SCHEDULES[schedule]
-    if attempts_made > len(delays):
+    if failures > len(delays):
         return None
-    base = delays[attempts_made - 1]
+    base = delays[failures - 1]
     return base * random.uniform(1 - JITTER, 1 + JITTER)
 
 
@@ -119,15 +152,29 @@ def redacted(headers: dict[str, str]) -> dict[str, str]:
     return {k: (REDACTED if k in SIGNATURE_HEADERS else v) for k, v in headers.items()}
 
 
-def parse_retry_after(value: str | None) -> float | None:
-    """Read a ``Retry-After`` header given in seconds."""
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Read a ``Retry-After`` header: seconds, or an HTTP date."""
     if not value:
         return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
     try:
-        seconds = float(value.strip())
-    except ValueError:
+        moment = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
         return None
-    return seconds if seconds >= 0 else None
+    if moment.tzinfo is None:
+        return None
+    seconds = moment.timestamp() - (time.time() if now is None else now)
+    return max(seconds, 0.0)
+
+
+def clean_text(value: str | None, limit: int = TEXT_FIELD_CHARS) -> str | None:
+    """Make text from the network storable: no NUL, no lone surrogate, bounded."""
+    if value is None:
+        return None
+    value = value.encode("utf-8", "replace").decode("utf-8").replace("\x00", "\ufffd")
+    return value[:limit]
 
 
 CLAIM_SQL = text(
@@ -147,16 +194,150 @@ CLAIM_SQL = text(
          ORDER BY d.next_attempt_at, d.sequence
          LIMIT :limit
            FOR UPDATE OF d SKIP LOCKED
+    ), claimed AS (
+        UPDATE deliveries
+           SET status = 'in_flight',
+               attempt_count = deliveries.attempt_count + 1,
+               lease_until = now() + :lease,
+               updated_at = now()
+          FROM due
+         WHERE deliveries.id = due.id
+        RETURNING deliveries.id, deliveries.event_id, deliveries.attempt_count,
+                  deliveries.env
     )
+    SELECT c.id, c.event_id, c.attempt_count, c.env, e.body, w.url, w.secret
+      FROM claimed c
+      JOIN events e ON e.id = c.event_id
+      JOIN webhook_endpoints w ON w.env = c.env
+    """
+)
+
+# A manual retry waits for the row lock instead of skipping: it must see
+# whether another worker holds the delivery.
+MANUAL_CLAIM_SQL = text(
+    """
+    SELECT d.id, d.status, d.attempt_count, d.env, e.body,
+           w.url, w.secret, w.enabled, w.disabled_reason
+      FROM deliveries d
+      JOIN events e ON e.id = d.event_id
+      JOIN webhook_endpoints w ON w.env = d.env
+     WHERE d.event_id = :event_id
+       FOR UPDATE OF d
+    """
+)
+
+MANUAL_START_SQL = text(
+    """
     UPDATE deliveries
        SET status = 'in_flight',
-           attempt_count = deliveries.attempt_count + 1,
+           attempt_count = attempt_count + 1,
            lease_until = now() + :lease,
+           next_attempt_at = CASE WHEN status = 'pending'
+                                  THEN next_attempt_at END,
            updated_at = now()
-      FROM due
-     WHERE deliveries.id = due.id
-    RETURNING deliveries.id, deliveries.event_id, deliveries.attempt_count,
-              deliveries.schedule, deliveries.env
+     WHERE id = :id
+    RETURNING attempt_count
+    """
+)
+
+ATTEMPT_DONE_SQL = text(
+    """
+    UPDATE delivery_attempts
+       SET status = :status, finished_at = :finished_at, latency_ms = :latency_ms,
+           http_status = :http_status, error_kind = :error_kind,
+           error_message = :error_message, response_excerpt = :excerpt,
+           location = :location
+     WHERE delivery_id = :delivery_id AND number = :number
+    """
+)
+
+# A success also settles a delivery that lease recovery had put back in
+# the queue: the receiver has the event, so sending it again is pointless.
+DELIVERED_SQL = text(
+    """
+    UPDATE deliveries
+       SET status = 'delivered', next_attempt_at = NULL, lease_until = NULL,
+           last_http_status = :http_status, last_error_kind = NULL,
+           updated_at = :now
+     WHERE id = :delivery_id
+       AND (status = 'pending' OR (status = 'in_flight' AND attempt_count = :number))
+    """
+)
+
+FAILED_STATE_SQL = text(
+    """
+    SELECT d.id, d.status, d.attempt_count, d.schedule, d.next_attempt_at,
+           w.enabled,
+           (SELECT count(*) FROM delivery_attempts a
+             WHERE a.delivery_id = d.id AND a.trigger = 'automatic'
+               AND a.status = 'failed') AS automatic_failures,
+           EXISTS (SELECT 1 FROM delivery_attempts a
+                    WHERE a.delivery_id = d.id AND a.status = 'succeeded')
+               AS delivered_before
+      FROM deliveries d
+      JOIN webhook_endpoints w ON w.env = d.env
+     WHERE d.id = ANY(:ids)
+     ORDER BY d.id
+       FOR UPDATE OF d
+    """
+)
+
+FAILED_SQL = text(
+    """
+    UPDATE deliveries
+       SET status = :status, next_attempt_at = :next_attempt_at, lease_until = NULL,
+           last_http_status = :http_status, last_error_kind = :error_kind,
+           updated_at = :now
+     WHERE id = :delivery_id
+    """
+)
+
+# Interrupted attempts do not count towards the schedule: the receiver did
+# nothing wrong, so a crash never turns a delivery into a failed one.
+RECOVER_SQL = text(
+    """
+    WITH stale AS (
+        SELECT id FROM deliveries
+         WHERE status = 'in_flight' AND lease_until < now()
+         ORDER BY id
+           FOR UPDATE SKIP LOCKED
+    ), marked AS (
+        UPDATE delivery_attempts a
+           SET status = 'interrupted', finished_at = now(),
+               error_kind = 'interrupted',
+               error_message = 'the sending process stopped before the'
+                               ' attempt was recorded'
+          FROM stale
+         WHERE a.delivery_id = stale.id AND a.status = 'in_flight'
+        RETURNING a.delivery_id, a.event_id, a.number
+    ), reset AS (
+        UPDATE deliveries d
+           SET status = CASE WHEN EXISTS (
+                   SELECT 1 FROM delivery_attempts a
+                    WHERE a.delivery_id = d.id AND a.status = 'succeeded')
+                 THEN 'delivered' ELSE 'pending' END,
+               next_attempt_at = CASE WHEN EXISTS (
+                   SELECT 1 FROM delivery_attempts a
+                    WHERE a.delivery_id = d.id AND a.status = 'succeeded')
+                 THEN NULL ELSE now() END,
+               lease_until = NULL,
+               last_error_kind = 'interrupted',
+               updated_at = now()
+          FROM stale
+         WHERE d.id = stale.id
+        RETURNING d.id
+    )
+    SELECT m.delivery_id, m.event_id, m.number,
+           (SELECT count(*) FROM reset) AS reset_count
+      FROM marked m
+    """
+)
+
+BULK_RETRY_SQL = text(
+    """
+    UPDATE deliveries
+       SET status = 'pending', next_attempt_at = now(), updated_at = now()
+     WHERE env = :env AND status IN ('failed', 'cancelled') AND created_at >= :since
     """
 )
 
@@ -172,21 +353,32 @@ class DeliveryWorker:
         self._sessions = sessions
         self._config = config
         self._wake = asyncio.Event()
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._sending: set[asyncio.Task[Any]] = set()
+        self._finished: asyncio.Queue[Finished | None] = asyncio.Queue(
+            maxsize=config.concurrency * 4
+        )
+        self._recorder: asyncio.Task[None] | None = None
         self._http: aiohttp.ClientSession | None = None
         self._stopping = False
 
     async def start(self) -> None:
-        connector = aiohttp.TCPConnector(limit=self._config.concurrency * 2)
+        """Open the HTTP client and start the recorder."""
+        connector = aiohttp.TCPConnector(limit=self._config.concurrency + 8)
         self._http = aiohttp.ClientSession(
             connector=connector, auto_decompress=False, trust_env=False
         )
+        self._recorder = asyncio.create_task(self._record_loop(), name="recorder")
 
     async def close(self) -> None:
+        """Finish the attempts in flight, record them, close the client."""
         self._stopping = True
         self._wake.set()
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        while self._sending:
+            await asyncio.gather(*list(self._sending), return_exceptions=True)
+        if self._recorder is not None:
+            await self._finished.put(None)
+            await asyncio.gather(self._recorder, return_exceptions=True)
+            self._recorder = None
         if self._http is not None:
             await self._http.close()
             self._http = None
@@ -196,342 +388,88 @@ class DeliveryWorker:
         self._wake.set()
 
     async def run(self) -> None:
-        """Claim and send deliveries until the task is cancelled."""
-        last_recovery = 0.0
+        """Claim and send deliveries until stopped or cancelled."""
+        next_recovery = 0.0
         while not self._stopping:
-            try:
-                if time.monotonic() - last_recovery > 1.0:
-                    await self.recover_interrupted()
-                    last_recovery = time.monotonic()
-                free = self._config.concurrency - len(self._tasks)
-                claims = await self._claim(free) if free > 0 else []
-            except (OSError, asyncio.TimeoutError, Exception) as exc:  # noqa: BLE001
-                if isinstance(exc, asyncio.CancelledError):
-                    raise
-                log.warning("delivery claim failed error=%s", exc)
-                claims = []
-                await asyncio.sleep(1.0)
-            for claim in claims:
-                task = asyncio.create_task(self._send_and_record(claim, "automatic"))
-                self._tasks.add(task)
-                task.add_done_callback(self._task_done)
-            if claims and len(claims) == free:
-                continue
+            if time.monotonic() >= next_recovery:
+                await self._guarded(self.recover_interrupted(), "recovery")
+                next_recovery = time.monotonic() + self._config.recovery_interval
+            free = self._config.concurrency - len(self._sending)
+            claimed = 0
+            if free > 0:
+                # Shielded: once a claim commits, its attempts must be sent
+                # even if this task is cancelled, or they wait for the lease.
+                task = asyncio.ensure_future(self._claim_and_send(free))
+                self._track(task)
+                claimed = await asyncio.shield(task)
+            if 0 < free == claimed:
+                continue  # every slot was filled; more may be due
             self._wake.clear()
             try:
                 await asyncio.wait_for(self._wake.wait(), self._config.poll_interval)
             except asyncio.TimeoutError:
                 pass
 
-    def _task_done(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
+    async def _guarded(self, work: Any, what: str) -> Any:
+        try:
+            return await work
+        except (DBAPIError, OSError) as exc:
+            log.warning("delivery %s failed error=%s", what, exc)
+            await asyncio.sleep(1.0)
+            return 0
+
+    def _track(self, task: asyncio.Task[Any]) -> None:
+        self._sending.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._sending.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.error("delivery task failed", exc_info=task.exception())
         self._wake.set()
 
+    async def _claim_and_send(self, limit: int) -> int:
+        claims = await self._guarded(self._claim(limit), "claim")
+        if not claims:
+            return 0
+        for claim in claims:
+            self._track(asyncio.create_task(self._send(claim)))
+        return len(claims)
+
     async def _claim(self, limit: int) -> list[Claim]:
+        """Claim due deliveries and write their attempts, in one transaction."""
         async with self._sessions() as session:
-            rows = (
-                await session.execute(
-                    CLAIM_SQL, {"limit": limit, "lease": self._config.lease}
-                )
-            ).all()
+            result = await session.execute(
+                CLAIM_SQL, {"limit": limit, "lease": self._config.lease}
+            )
             claims = [
-                await self._open_attempt(session, row[0], row[1], row[2], row[3], "automatic")
-                for row in rows
+                self._signed_claim(delivery_id, event_id, number, env, body, url, secret)
+                for delivery_id, event_id, number, env, body, url, secret in result
             ]
-            await session.commit()
+            if claims:
+                await self._insert_attempts(session, claims, secrets_by_claim(result))
+                await session.commit()
         return claims
 
-    async def _open_attempt(
+    def _signed_claim(
         self,
-        session: AsyncSession,
         delivery_id: str,
         event_id: str,
         number: int,
-        schedule: str,
-        trigger: str,
+        env: str,
+        body: bytes,
+        url: str,
+        secret: str,
+        trigger: str = "automatic",
     ) -> Claim:
-        event = await session.get(Event, event_id)
-        assert event is not None
-        endpoint = await session.get(WebhookEndpoint, event.env)
-        assert endpoint is not None and endpoint.url is not None
         headers = signed_headers(
-            secret=endpoint.secret,
-            body=event.body,
+            secret=secret,
+            body=body,
             event_id=event_id,
             delivery_id=delivery_id,
             number=number,
             now=time.time(),
         )
-        attempt = DeliveryAttempt(
-            delivery_id=delivery_id,
-            event_id=event_id,
-            number=number,
-            trigger=trigger,
-            status="in_flight",
-            started_at=datetime.now(timezone.utc),
-            request_headers=redacted(headers),
-            endpoint_url=endpoint.url,
-            endpoint_env=endpoint.env,
-            secret_fingerprint=fingerprint(endpoint.secret),
-        )
-        session.add(attempt)
-        await session.flush()
-        return Claim(
-            delivery_id=delivery_id,
-            event_id=event_id,
-            attempt_id=attempt.id,
-            number=number,
-            schedule=schedule,
-            env=endpoint.env,
-            url=endpoint.url,
-            body=event.body,
-            headers=headers,
-        )
-
-    async def _post(self, claim: Claim) -> Outcome:
-        assert self._http is not None
-        started = time.perf_counter()
-        timeout = aiohttp.ClientTimeout(total=self._config.timeout)
-
-        def elapsed() -> int:
-            return int((time.perf_counter() - started) * 1000)
-
-        try:
-            async with self._http.post(
-                claim.url,
-                data=claim.body,
-                headers=claim.headers,
-                allow_redirects=False,
-                timeout=timeout,
-            ) as response:
-                status = response.status
-                if 200 <= status < 300:
-                    # Any 2xx is success; the body is not read.
-                    return Outcome(ok=True, latency_ms=elapsed(), http_status=status)
-                raw = await response.content.read(RESPONSE_EXCERPT_BYTES)
-                excerpt = raw.decode("utf-8", "replace")
-                kind = "redirect" if 300 <= status < 400 else "http_status"
-                return Outcome(
-                    ok=False,
-                    latency_ms=elapsed(),
-                    http_status=status,
-                    error_kind=kind,
-                    error_message=f"endpoint answered HTTP {status}",
-                    excerpt=excerpt,
-                    location=response.headers.get("Location"),
-                    retry_after=parse_retry_after(response.headers.get("Retry-After")),
-                )
-        except asyncio.TimeoutError:
-            return Outcome(
-                ok=False,
-                latency_ms=elapsed(),
-                error_kind="timeout",
-                error_message=f"no response within {self._config.timeout:g} s",
-            )
-        except aiohttp.ClientConnectorError as exc:
-            return Outcome(
-                ok=False,
-                latency_ms=elapsed(),
-                error_kind="connection_refused",
-                error_message=str(exc),
-            )
-        except aiohttp.ClientError as exc:
-            return Outcome(
-                ok=False,
-                latency_ms=elapsed(),
-                error_kind="connection_error",
-                error_message=f"{type(exc).__name__}: {exc}",
-            )
-
-    async def _send_and_record(self, claim: Claim, trigger: str) -> Outcome:
-        outcome = await self._post(claim)
-        await self._record(claim, trigger, outcome)
-        return outcome
-
-    async def _record(self, claim: Claim, trigger: str, outcome: Outcome) -> None:
-        now = datetime.now(timezone.utc)
-        async with self._sessions() as session:
-            await session.execute(
-                update(DeliveryAttempt)
-                .where(DeliveryAttempt.id == claim.attempt_id)
-                .values(
-                    status="succeeded" if outcome.ok else "failed",
-                    finished_at=now,
-                    latency_ms=outcome.latency_ms,
-                    http_status=outcome.http_status,
-                    error_kind=outcome.error_kind,
-                    error_message=outcome.error_message,
-                    response_excerpt=outcome.excerpt,
-                    location=outcome.location,
-                )
-            )
-            delivery = await session.get(Delivery, claim.delivery_id, with_for_update=True)
-            assert delivery is not None
-            self._advance(delivery, trigger, outcome, now)
-            if outcome.http_status == 410:
-                await self._disable_gone(session, claim.env, now)
-            await session.commit()
-        log.info(
-            "delivery attempt event_id=%s delivery_id=%s attempt=%d trigger=%s"
-            " outcome=%s status=%s error_kind=%s latency_ms=%d next=%s",
-            claim.event_id, claim.delivery_id, claim.number, trigger,
-            "succeeded" if outcome.ok else "failed", outcome.http_status,
-            outcome.error_kind, outcome.latency_ms, delivery.status,
-        )
-
-    def _advance(
-        self, delivery: Delivery, trigger: str, outcome: Outcome, now: datetime
-    ) -> None:
-        delivery.last_http_status = outcome.http_status
-        delivery.last_error_kind = outcome.error_kind
-        delivery.updated_at = now
-        if outcome.ok:
-            delivery.status = "delivered"
-            delivery.next_attempt_at = None
-            delivery.lease_until = None
-            return
-        if trigger == "manual":
-            # A manual retry leaves the automatic schedule where it was.
-            if delivery.status == "in_flight":
-                delivery.status = "pending" if delivery.next_attempt_at else "failed"
-            delivery.lease_until = None
-            return
-        delay = next_delay(delivery.schedule, delivery.attempt_count)
-        if outcome.http_status == 410 or delay is None:
-            delivery.status = "failed"
-            delivery.next_attempt_at = None
-        else:
-            if outcome.retry_after is not None and outcome.http_status in (429, 503):
-                cap = RETRY_AFTER_CAP[delivery.schedule]
-                delay = max(delay, min(outcome.retry_after, cap))
-            delivery.status = "pending"
-            delivery.next_attempt_at = now + timedelta(seconds=delay)
-        delivery.lease_until = None
-
-    async def _disable_gone(self, session: AsyncSession, env: str, now: datetime) -> None:
-        endpoint = await session.get(WebhookEndpoint, env, with_for_update=True)
-        if endpoint is not None and endpoint.enabled:
-            endpoint.enabled = False
-            endpoint.disabled_reason = "endpoint answered 410 Gone"
-            endpoint.updated_at = now
-            cancelled = await cancel_pending(session, env, now)
-            log.warning(
-                "endpoint disabled env=%s reason=410_gone cancelled=%d", env, cancelled
-            )
-
-    async def recover_interrupted(self) -> int:
-        """Mark attempts cut off by a crash and put their deliveries back."""
-        async with self._sessions() as session:
-            rows = (
-                await session.execute(
-                    text(
-                        """
-                        SELECT id, attempt_count, schedule FROM deliveries
-                         WHERE status = 'in_flight' AND lease_until < now()
-                         FOR UPDATE SKIP LOCKED
-                        """
-                    )
-                )
-            ).all()
-            now = datetime.now(timezone.utc)
-            for delivery_id, attempts, schedule in rows:
-                await session.execute(
-                    update(DeliveryAttempt)
-                    .where(
-                        DeliveryAttempt.delivery_id == delivery_id,
-                        DeliveryAttempt.status == "in_flight",
-                    )
-                    .values(
-                        status="interrupted",
-                        finished_at=now,
-                        error_kind="interrupted",
-                        error_message="the sending process stopped before the"
-                        " attempt finished",
-                    )
-                )
-                delay = next_delay(schedule, attempts)
-                await session.execute(
-                    update(Delivery)
-                    .where(Delivery.id == delivery_id)
-                    .values(
-                        status="pending" if delay is not None else "failed",
-                        next_attempt_at=now if delay is not None else None,
-                        lease_until=None,
-                        last_error_kind="interrupted",
-                        updated_at=now,
-                    )
-                )
-                log.warning(
-                    "delivery attempt interrupted delivery_id=%s attempt=%d",
-                    delivery_id, attempts,
-                )
-            await session.commit()
-        return len(rows)
-
-    async def retry_now(self, event_id: str) -> dict[str, Any]:
-        """Send a manual attempt now, signed with the endpoint's current secret."""
-        async with self._sessions() as session:
-            delivery = await session.scalar(
-                select(Delivery).where(Delivery.event_id == event_id).with_for_update()
-            )
-            if delivery is None:
-                raise NotFound(f"event {event_id!r} not found", event_id=event_id)
-            endpoint = await session.get(WebhookEndpoint, delivery.env)
-            if endpoint is None or not endpoint.enabled or not endpoint.url:
-                reason = (
-                    "has no URL" if endpoint is not None and not endpoint.url
-                    else f"is disabled ({endpoint.disabled_reason if endpoint else 'missing'})"
-                )
-                raise DeliveryUnavailable(
-                    f"the {delivery.env} endpoint {reason}; enable it with"
-                    f" PUT /v1/webhook-endpoints/{delivery.env} before retrying",
-                    event_id=event_id,
-                )
-            if delivery.status == "in_flight":
-                raise DeliveryUnavailable(
-                    f"event {event_id} has an attempt in flight; retry when it ends",
-                    code="attempt_in_flight",
-                    event_id=event_id,
-                )
-            delivery.attempt_count += 1
-            previous_status = delivery.status
-            delivery.status = "in_flight"
-            delivery.lease_until = datetime.now(timezone.utc) + self._config.lease
-            if previous_status != "pending":
-                delivery.next_attempt_at = None
-            claim = await self._open_attempt(
-                session, delivery.id, event_id, delivery.attempt_count,
-                delivery.schedule, "manual",
-            )
-            await session.commit()
-        outcome = await self._send_and_record(claim, "manual")
-        return {
-            "event_id": event_id,
-            "delivery_id": claim.delivery_id,
-            "attempt": claim.number,
-            "http_status": outcome.http_status,
-            "latency_ms": outcome.latency_ms,
-            "outcome": "succeeded" if outcome.ok else "failed",
-            "error_kind": outcome.error_kind,
-        }
-
-    async def retry_failed(self, env: str, since: datetime) -> int:
-        """Queue every failed delivery of ``env`` created since ``since``."""
-        now = datetime.now(timezone.utc)
-        async with self._sessions() as session:
-            result = await session.execute(
-                update(Delivery)
-                .where(
-                    Delivery.env == env,
-                    Delivery.status == "failed",
-                    Delivery.created_at >= since,
-                )
-                .values(status="pending", next_attempt_at=now, updated_at=now)
-            )
-            await session.commit()
-        self.wake()
-        count = result.rowcount or 0
-        log.info("bulk retry queued env=%s since=%s count=%d", env, since.isoformat(), count)
-        return count
+        claim = Claim(delivery_id, event_id, number, trigger, env, url, bytes(body), headers)
+        claim_fingerprints[id(claim)] = fingerprint(secret)
+        return claim

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from datetime import datetime, timezone
 from typing import Any
 
+import aiohttp
 from sqlalchemy import select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -43,9 +45,19 @@ class EndpointService:
     def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
         self._sessions = sessions
 
-    async def ensure_defaults(self, url: str | None, secret: str | None) -> None:
-        """Create the endpoint rows that are missing, with the configured defaults."""
+    async def ensure_defaults(
+        self,
+        url: str | None,
+        secret: str | None,
+        sim_secrets: dict[str, str] | None = None,
+    ) -> None:
+        """Create the endpoint rows that are missing, with the configured defaults.
+
+        The secret of a new row is ``WEBHOOK_SECRET`` when set, else the one
+        VentraSim stores for that environment, else a generated one.
+        """
         now = datetime.now(timezone.utc)
+        sim_secrets = sim_secrets or {}
         async with self._sessions() as session:
             for env in ENVIRONMENTS:
                 await session.execute(
@@ -53,7 +65,7 @@ class EndpointService:
                     .values(
                         env=env,
                         url=url,
-                        secret=secret or generate_secret(),
+                        secret=secret or sim_secrets.get(env) or generate_secret(),
                         enabled=True,
                         updated_at=now,
                     )
@@ -118,3 +130,38 @@ async def cancel_pending(session: AsyncSession, env: str, now: datetime) -> int:
         .values(status="cancelled", next_attempt_at=None, updated_at=now)
     )
     return result.rowcount or 0
+
+
+async def fetch_sim_secrets(base_url: str, token: str | None) -> dict[str, str]:
+    """Read the secret VentraSim stores for each environment.
+
+    VentraSim's ``GET /api/endpoints`` answers with the bearer token in
+    ``VENTRA_INTERNAL_TOKEN``. A VentraSim that cannot be reached yields no
+    secrets, and the caller falls back to generating them.
+    """
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    timeout = aiohttp.ClientTimeout(total=5)
+    try:
+        async with aiohttp.ClientSession(trust_env=False, timeout=timeout) as http:
+            async with http.get(
+                f"{base_url.rstrip('/')}/api/endpoints", headers=headers
+            ) as response:
+                response.raise_for_status()
+                body = await response.json()
+    except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
+        log.warning(
+            "webhook secrets not resolved from ventrasim url=%s error=%s",
+            base_url, exc,
+        )
+        return {}
+    found = {
+        item["env"]: item["secret"]
+        for item in body.get("data", [])
+        if isinstance(item, dict) and item.get("env") in ENVIRONMENTS
+        and isinstance(item.get("secret"), str) and item["secret"]
+    }
+    log.info(
+        "webhook secrets resolved from ventrasim url=%s envs=%s",
+        base_url, ",".join(sorted(found)),
+    )
+    return found

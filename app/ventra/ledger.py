@@ -139,8 +139,48 @@ async def transactions(
     ]
 
 
+# Orders whose amounts differ from the net of their own ledger entries on
+# the custody, merchant payable and buyer refunds accounts.
+ORDER_TOTALS_SQL = text(
+    """
+    SELECT o.id, o.held_amount, o.released_amount, o.refunded_amount,
+           coalesce(t.custody, 0) AS custody,
+           coalesce(t.payable, 0) AS payable,
+           coalesce(t.refunds, 0) AS refunds
+      FROM orders o
+      LEFT JOIN (
+        SELECT lt.order_id,
+               sum(CASE WHEN e.account_code = 'escrow_custody' THEN
+                   CASE e.direction WHEN 'credit' THEN e.amount ELSE -e.amount END
+                   END) AS custody,
+               sum(CASE WHEN e.account_code = 'merchant_payable' THEN
+                   CASE e.direction WHEN 'credit' THEN e.amount ELSE -e.amount END
+                   END) AS payable,
+               sum(CASE WHEN e.account_code = 'buyer_refunds' THEN
+                   CASE e.direction WHEN 'credit' THEN e.amount ELSE -e.amount END
+                   END) AS refunds
+          FROM ledger_transactions lt
+          JOIN ledger_entries e ON e.transaction_id = lt.id
+         GROUP BY lt.order_id
+      ) t ON t.order_id = o.id
+     WHERE o.held_amount <> coalesce(t.custody, 0)
+        OR o.released_amount <> coalesce(t.payable, 0)
+        OR o.refunded_amount <> coalesce(t.refunds, 0)
+     ORDER BY o.id
+     LIMIT 100
+    """
+)
+
+
 async def verify(session: AsyncSession) -> dict[str, Any]:
-    """Check the ledger invariants and return the violations found."""
+    """Check the ledger invariants and return the violations found.
+
+    The checks read one snapshot (REPEATABLE READ), so orders changing
+    meanwhile cannot show up as a false mismatch.
+    """
+    await session.connection(
+        execution_options={"isolation_level": "REPEATABLE READ"}
+    )
     violations: list[str] = []
 
     unbalanced = await session.execute(
@@ -186,11 +226,20 @@ async def verify(session: AsyncSession) -> dict[str, Any]:
     if negative:
         violations.append(f"{negative} orders have a negative held amount")
 
-    order_count = await session.scalar(select(func.count()).select_from(LedgerTransaction))
+    for row in await session.execute(ORDER_TOTALS_SQL):
+        violations.append(
+            f"order {row.id} shows held {row.held_amount}, released"
+            f" {row.released_amount}, refunded {row.refunded_amount}, but its"
+            f" ledger gives {row.custody}, {row.payable} and {row.refunds}"
+        )
+
+    transaction_count = await session.scalar(
+        select(func.count()).select_from(LedgerTransaction)
+    )
     return {
         "ok": not violations,
         "violations": violations,
         "custody_balance": int(custody or 0),
         "held_total": int(held or 0),
-        "transactions": int(order_count or 0),
+        "transactions": int(transaction_count or 0),
     }

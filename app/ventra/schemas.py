@@ -2,40 +2,78 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+)
 
 # R$ 1.000.000,00: the largest amount one sandbox order may carry.
 MAX_AMOUNT = 100_000_000
+MAX_EXPIRES_IN = 30 * 24 * 3600
 Environment = Literal["local", "sandbox", "staging"]
+OrderStatus = Literal["pending_payment", "held", "released", "refunded", "expired"]
+EventType = Literal[
+    "charge.created",
+    "charge.paid",
+    "charge.expired",
+    "escrow.held",
+    "escrow.released",
+    "escrow.refunded",
+]
 Centavos = Annotated[
     StrictInt,
     Field(gt=0, le=MAX_AMOUNT, description="Amount in integer centavos (BRL)."),
 ]
+# Ids are a prefix, an underscore and alphanumerics (see app/ventra/ids.py).
+ID_REGEX = r"^[A-Za-z0-9_]{1,64}$"
+# Free text is stored in text columns, which cannot contain NUL.
+TEXT_REGEX = r"^[^\x00]*$"
+# A secret is signed byte for byte: no control characters, and no spaces at
+# either end, which a copy and paste adds by mistake.
+SECRET_REGEX = r"^[^\s\x00-\x1f\x7f]([^\x00-\x1f\x7f]*[^\s\x00-\x1f\x7f])?$"
+Text200 = Annotated[StrictStr, Field(max_length=200, pattern=TEXT_REGEX)]
+Identifier = Annotated[str, Field(pattern=ID_REGEX)]
 
 
 class Strict(BaseModel):
-    """Base of request models: unknown fields are rejected."""
+    """Base of request bodies: unknown fields are rejected."""
 
     model_config = ConfigDict(extra="forbid")
+
+
+class Query(BaseModel):
+    """Base of query strings: values arrive as text and are converted."""
+
+    model_config = ConfigDict(extra="ignore")
+
+
+# Request bodies.
 
 
 class CreateOrder(Strict):
     """Body of ``POST /v1/orders``."""
 
     amount: Centavos
-    description: Annotated[StrictStr, Field(max_length=200)] | None = None
+    description: Text200 | None = None
     env: Environment = "local"
-    expires_in: Annotated[StrictInt, Field(ge=1, le=30 * 24 * 3600)] = 3600
+    expires_in: Annotated[
+        StrictInt,
+        Field(ge=1, le=MAX_EXPIRES_IN, description="Seconds until the charge expires."),
+    ] = 3600
 
 
 class Refund(Strict):
     """Body of ``POST /v1/orders/{id}/refund``; no amount refunds all that is held."""
 
     amount: Centavos | None = None
-    reason: Annotated[StrictStr, Field(max_length=200)] | None = None
+    reason: Text200 | None = None
 
 
 class PixPay(Strict):
@@ -47,8 +85,17 @@ class PixPay(Strict):
 class UpdateEndpoint(Strict):
     """Body of ``PUT /v1/webhook-endpoints/{env}``."""
 
-    url: Annotated[StrictStr, Field(max_length=2048)] | None = None
-    secret: Annotated[StrictStr, Field(min_length=8, max_length=256)] | None = None
+    url: (
+        Annotated[StrictStr, Field(max_length=2048, pattern=r"^https?://[\x21-\x7e]+$")]
+        | None
+    ) = None
+    secret: (
+        Annotated[
+            StrictStr,
+            Field(min_length=8, max_length=256, pattern=SECRET_REGEX),
+        ]
+        | None
+    ) = None
     enabled: StrictBool | None = None
 
 
@@ -56,13 +103,64 @@ class BulkRetry(Strict):
     """Body of ``POST /v1/events/retry``: failed deliveries to queue again."""
 
     env: Environment
-    since: datetime
+    since: AwareDatetime
 
 
 class RotateKey(Strict):
     """Body of ``POST /settings/api-key``; no key generates one."""
 
-    api_key: Annotated[StrictStr, Field(min_length=16, max_length=128)] | None = None
+    api_key: (
+        Annotated[
+            StrictStr,
+            Field(min_length=16, max_length=128, pattern=r"^[\x21-\x7e]+$"),
+        ]
+        | None
+    ) = None
+
+
+# Query strings.
+
+
+class Limit(Query):
+    """A page size."""
+
+    limit: Annotated[int, Field(ge=1, le=500)] = 50
+
+
+class OrderQuery(Limit):
+    """Query of ``GET /v1/orders``."""
+
+    env: Environment | None = None
+    status: OrderStatus | None = None
+
+
+class EventQuery(Limit):
+    """Query of ``GET /v1/events``."""
+
+    order_id: Identifier | None = None
+    type: EventType | None = None
+    env: Environment | None = None
+    starting_after: Annotated[
+        Identifier | None,
+        Field(description="An event id; the page starts after it."),
+    ] = None
+
+
+class TransactionQuery(Query):
+    """Query of ``GET /v1/ledger/transactions``."""
+
+    order_id: Identifier | None = None
+    limit: Annotated[int, Field(ge=1, le=1000)] = 200
+
+
+# Responses.
+
+
+class Health(BaseModel):
+    """Liveness of the server."""
+
+    status: Literal["ok"]
+    service: str
 
 
 class Charge(BaseModel):
@@ -80,7 +178,7 @@ class Order(BaseModel):
 
     id: str
     env: Environment
-    status: Literal["pending_payment", "held", "released", "refunded", "expired"]
+    status: OrderStatus
     amount: int
     currency: Literal["BRL"]
     held_amount: int
@@ -98,8 +196,173 @@ class OrderList(BaseModel):
     data: list[Order]
 
 
+class DeliveryState(BaseModel):
+    """Where the webhook delivery of one event stands."""
+
+    id: str
+    event_id: str
+    env: Environment
+    status: Literal["pending", "in_flight", "delivered", "failed", "cancelled"]
+    attempt_count: int
+    schedule: str
+    next_attempt_at: str | None
+    last_http_status: int | None
+    last_error_kind: str | None
+
+
+class Event(BaseModel):
+    """A domain event as sent to the webhook endpoint, with its delivery."""
+
+    id: str
+    type: EventType
+    created_at: str
+    env: Environment
+    order_id: str
+    sequence: int
+    data: dict[str, Any]
+    delivery: DeliveryState
+
+
+class EventList(BaseModel):
+    """A page of events, newest first."""
+
+    data: list[Event]
+
+
+class AttemptEndpoint(BaseModel):
+    """The endpoint an attempt was sent to; the secret only as a fingerprint."""
+
+    url: str
+    env: str
+    secret_fingerprint: str
+
+
+class Attempt(BaseModel):
+    """One POST of an event."""
+
+    id: int
+    delivery_id: str
+    event_id: str
+    attempt: int
+    trigger: Literal["automatic", "manual"]
+    status: str
+    started_at: str
+    finished_at: str | None
+    latency_ms: int | None
+    http_status: int | None
+    error_kind: str | None
+    error_message: str | None
+    response_excerpt: str | None
+    location: str | None
+    request_headers: dict[str, Any]
+    endpoint: AttemptEndpoint
+
+
+class EventDeliveries(BaseModel):
+    """The delivery of an event with every attempt, oldest first."""
+
+    delivery: DeliveryState
+    attempts: list[Attempt]
+
+
+class RetryResult(BaseModel):
+    """The outcome of a manual retry, sent as a new attempt."""
+
+    event_id: str
+    delivery_id: str
+    attempt: int
+    http_status: int | None
+    latency_ms: int
+    outcome: Literal["succeeded", "failed"]
+    error_kind: str | None
+
+
+class BulkRetryResult(BaseModel):
+    """How many failed deliveries were queued again."""
+
+    env: Environment
+    since: str
+    queued: int
+
+
+class Endpoint(BaseModel):
+    """The webhook endpoint of one environment."""
+
+    env: Environment
+    url: str | None
+    enabled: bool
+    disabled_reason: str | None
+    secret_fingerprint: str
+    updated_at: str
+    secret: str
+
+
+class EndpointList(BaseModel):
+    """The endpoints of every environment."""
+
+    data: list[Endpoint]
+
+
+class LedgerAccount(BaseModel):
+    """A ledger account with its totals in centavos."""
+
+    code: str
+    name: str
+    normal_side: Literal["debit", "credit"]
+    debits: int
+    credits: int
+    balance: int
+
+
+class LedgerAccountList(BaseModel):
+    """Every ledger account."""
+
+    data: list[LedgerAccount]
+
+
+class LedgerEntry(BaseModel):
+    """A debit or credit of one account."""
+
+    account: str
+    direction: Literal["debit", "credit"]
+    amount: int
+
+
+class LedgerTransaction(BaseModel):
+    """A balanced group of entries."""
+
+    id: str
+    order_id: str | None
+    kind: str
+    created_at: str
+    entries: list[LedgerEntry]
+
+
+class LedgerTransactionList(BaseModel):
+    """Ledger transactions, newest first."""
+
+    data: list[LedgerTransaction]
+
+
+class LedgerVerification(BaseModel):
+    """The result of checking the ledger invariants."""
+
+    ok: bool
+    violations: list[str]
+    custody_balance: int
+    held_total: int
+    transactions: int
+
+
+class ApiKey(BaseModel):
+    """The API key in force after a rotation."""
+
+    api_key: str
+
+
 class Error(BaseModel):
     """Every error: a stable code and a message naming the value and the fix."""
 
     error: str
     message: str
+

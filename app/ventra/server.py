@@ -15,7 +15,8 @@ from app.core.database import create_engine
 from app.core.http import MAX_BODY_BYTES, MAX_BODY_KEY, error_middleware, request_guard
 from app.ventra.api import CONTEXT, VentraContext, auth_middleware, routes
 from app.ventra.delivery import DeliveryConfig, DeliveryWorker
-from app.ventra.endpoints import EndpointService
+from app.ventra.endpoints import EndpointService, fetch_sim_secrets
+from app.ventra.idempotency import idempotency_middleware
 from app.ventra.keys import ApiKeyStore
 from app.ventra.openapi import build_openapi
 from app.ventra.orders import OrderPolicy, OrderService
@@ -39,6 +40,8 @@ class VentraOptions:
     delivery_timeout: float = 10.0
     webhook_url: str | None = None
     webhook_secret: str | None = None
+    ventrasim_base_url: str | None = None
+    internal_token: str | None = None
     run_worker: bool = True
     before_commit: Callable[[str], Awaitable[None]] | None = field(default=None)
 
@@ -83,6 +86,7 @@ class VentraServer:
                 error_middleware,
                 request_guard(lambda: self._hosts),
                 auth_middleware,
+                idempotency_middleware,
             ],
         )
         app[CONTEXT] = self.context
@@ -94,8 +98,13 @@ class VentraServer:
         """Listen, start the worker and the expiry sweeper; return the URL."""
         app = self.build_app()
         assert self.context is not None and self.worker is not None
+        sim_secrets: dict[str, str] = {}
+        if self.options.ventrasim_base_url and not self.options.webhook_secret:
+            sim_secrets = await fetch_sim_secrets(
+                self.options.ventrasim_base_url, self.options.internal_token
+            )
         await self.context.endpoints.ensure_defaults(
-            self.options.webhook_url, self.options.webhook_secret
+            self.options.webhook_url, self.options.webhook_secret, sim_secrets
         )
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()

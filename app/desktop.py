@@ -1,0 +1,93 @@
+"""Start the window: servers on their own thread, the window on qasync."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+import threading
+
+from PySide6.QtCore import QObject, Signal
+from PySide6.QtWidgets import QApplication, QMessageBox
+
+from app.core.config import Settings
+from app.stack import BackgroundStack, Stack, StackInfo
+
+log = logging.getLogger("ui")
+
+
+class StackStarter(QObject):
+    """Start the servers off the Qt thread and report back by signal."""
+
+    started = Signal(object)
+    failed = Signal(str)
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__()
+        self.background = BackgroundStack(Stack(settings))
+
+    def start(self) -> None:
+        threading.Thread(target=self._run, name="stack-start", daemon=True).start()
+
+    def _run(self) -> None:
+        try:
+            info = self.background.start()
+        except Exception as exc:  # noqa: BLE001 - shown in a dialog, not a traceback
+            log.exception("servers failed to start")
+            self.failed.emit(f"{type(exc).__name__}: {exc}")
+            return
+        self.started.emit(info)
+
+
+def open_window(info: StackInfo) -> "object":
+    """Create and show the main window for running servers."""
+    from app.ui.client import ApiClient, Endpoints
+    from app.ui.main_window import MainWindow
+
+    client = ApiClient(
+        Endpoints(
+            ventra_url=info.ventra_url or "",
+            sim_url=info.sim_url or "",
+            api_key=info.api_key,
+            sim_token=info.sim_token or "",
+            database=info.database,
+        )
+    )
+    window = MainWindow(client)
+    window.show()
+    window.start()
+    return window
+
+
+def run_window(settings: Settings) -> int:
+    """Run the desktop app until its window closes."""
+    import qasync
+
+    app = QApplication.instance() or QApplication(sys.argv)
+    app.setApplicationName("Ventra")
+    loop = qasync.QEventLoop(app)
+    asyncio.set_event_loop(loop)
+    starter = StackStarter(settings)
+    closed = asyncio.Event()
+    state: dict[str, object] = {}
+
+    def started(info: StackInfo) -> None:
+        window = open_window(info)
+        state["window"] = window
+        app.lastWindowClosed.connect(closed.set)
+
+    def failed(message: str) -> None:
+        QMessageBox.critical(None, "Ventra could not start", message)
+        state["failed"] = True
+        closed.set()
+
+    starter.started.connect(started)
+    starter.failed.connect(failed)
+    starter.start()
+    with loop:
+        loop.run_until_complete(closed.wait())
+        window = state.get("window")
+        if window is not None:
+            loop.run_until_complete(window.client.close())  # type: ignore[attr-defined]
+    starter.background.stop()
+    return 1 if state.get("failed") else 0

@@ -1,0 +1,1 @@
+"""The desktop window: widgets that call the two HTTP APIs, never a database."""
