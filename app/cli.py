@@ -8,9 +8,8 @@ import json
 import logging
 import signal
 import sys
-from pathlib import Path
 
-from app.core.config import ConfigError, RETRY_SCHEDULES, Settings, load_settings
+from app.core.config import RETRY_SCHEDULES, ConfigError, Settings, load_settings
 from app.core.database import DatabaseStartError
 from app.core.logs import configure
 
@@ -46,7 +45,7 @@ def _server_options(parser: argparse.ArgumentParser) -> None:
         "--retry-schedule", choices=RETRY_SCHEDULES, help="webhook retry schedule"
     )
     parser.add_argument(
-        "--delivery-timeout", type=_seconds, help="seconds to wait for each webhook answer"
+        "--delivery-timeout", type=_seconds, help="seconds to wait for each webhook response"
     )
 
 

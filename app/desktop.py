@@ -32,14 +32,14 @@ class StackStarter(QObject):
     def _run(self) -> None:
         try:
             info = self.background.start()
-        except Exception as exc:  # noqa: BLE001 - shown in a dialog, not a traceback
+        except Exception as exc:
             log.exception("servers failed to start")
             self.failed.emit(f"{type(exc).__name__}: {exc}")
             return
         self.started.emit(info)
 
 
-def open_window(info: StackInfo) -> "object":
+def open_window(info: StackInfo) -> object:
     """Create and show the main window for running servers."""
     from app.ui.client import ApiClient, Endpoints
     from app.ui.main_window import MainWindow
@@ -63,7 +63,8 @@ def run_window(settings: Settings) -> int:
     """Run the desktop app until its window closes."""
     import qasync
 
-    app = QApplication.instance() or QApplication(sys.argv)
+    existing = QApplication.instance()
+    app = existing if isinstance(existing, QApplication) else QApplication(sys.argv)
     app.setApplicationName("Ventra")
     loop = qasync.QEventLoop(app)
     asyncio.set_event_loop(loop)

@@ -57,7 +57,7 @@ async def _wait_for_events(
             params={"order_id": order_id}, headers=headers,
         )
         events = found["data"]
-        # A rejected signature holds the order's later events back, so
+        # A rejected signature keeps the order's later events queued, so
         # the first SIG FAIL ends the wait.
         if any(not e["signature_valid"] for e in events):
             return events
@@ -65,7 +65,7 @@ async def _wait_for_events(
             return events
         await asyncio.sleep(0.2)
     got = sorted(e["type"] for e in events) or "none"
-    raise StepFailed("receive events", f"after {timeout:g} s VentraSim holds {got}")
+    raise StepFailed("receive events", f"timed out after {timeout:g} s; VentraSim stored only {got}")
 
 
 async def _flow(stack: Stack, sim_secret: str | None, timeout: float) -> None:

@@ -37,7 +37,7 @@ AUTO_WIRED_URL = re.compile(r"^http://127\.0\.0\.1:\d+/api/webhooks/ventra/[a-z]
 
 @dataclass(frozen=True)
 class StackInfo:
-    """Where the running servers are, for the ready line and the window."""
+    """Addresses and credentials of the running servers."""
 
     ventra_url: str | None
     sim_url: str | None
@@ -188,7 +188,7 @@ class Stack:
             if server is not None:
                 try:
                     await server.stop()
-                except Exception:  # noqa: BLE001 - keep stopping the rest
+                except Exception:
                     log.exception("server stop failed")
         self.sim = None
         self.ventra = None

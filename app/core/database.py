@@ -8,6 +8,7 @@ import os
 import subprocess
 import warnings
 from dataclasses import dataclass
+from typing import Any
 from pathlib import Path
 
 import psycopg
@@ -38,7 +39,7 @@ class EmbeddedPostgres:
 
     def __init__(self, data_dir: Path) -> None:
         self.pgdata = data_dir / "pgdata"
-        self._server = None
+        self._server: Any = None
 
     def start(self) -> URL:
         """Start the server (or attach to a running one) and return its URL."""
@@ -138,16 +139,17 @@ def ensure_database(url: URL) -> None:
     maintenance = libpq_conninfo(url.set(database="postgres"))
     try:
         with psycopg.connect(maintenance, autocommit=True, connect_timeout=10) as conn:
+            name = url.database or "postgres"
             exists = conn.execute(
-                "SELECT 1 FROM pg_database WHERE datname = %s", (url.database,)
+                "SELECT 1 FROM pg_database WHERE datname = %s", (name,)
             ).fetchone()
             if exists:
                 return
             try:
                 conn.execute(
-                    sql.SQL("CREATE DATABASE {}").format(sql.Identifier(url.database))
+                    sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
                 )
-                log.info("database created name=%s", url.database)
+                log.info("database created name=%s", name)
             except psycopg.errors.DuplicateDatabase:
                 pass  # created by another process between the check and here
             except psycopg.errors.UniqueViolation:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import create_engine, text
+from sqlalchemy import MetaData, create_engine, text
 from sqlalchemy.engine import URL
 
 log = logging.getLogger("ventra.migrations")
@@ -36,7 +36,7 @@ def upgrade(side: str, url: URL) -> None:
     log.info("migrations applied side=%s database=%s", side, url.database)
 
 
-def run_online(config: Config, target_metadata: object) -> None:
+def run_online(config: Config, target_metadata: MetaData) -> None:
     """Run migrations inside an Alembic ``env.py`` under the advisory lock."""
     from alembic import context
 

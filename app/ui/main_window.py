@@ -22,7 +22,14 @@ from PySide6.QtWidgets import (
 from app.ui.client import ApiClient
 from app.ui.drawer import EventDrawer
 from app.ui.models import EventsModel
-from app.ui.pages import ENVIRONMENTS, LedgerPage, OrdersPage, SettingsPage, parse_reais, table
+from app.ui.pages import (
+    ENVIRONMENTS,
+    LedgerPage,
+    OrdersPage,
+    SettingsPage,
+    parse_reais,
+    table,
+)
 from app.ui.tasks import TaskRunner
 
 log = logging.getLogger("ui")
@@ -298,7 +305,7 @@ class MainWindow(QMainWindow):
             self.client.sim("PUT", f"/api/endpoints/{env}", {"secret": secret}), done, "save secret"
         )
 
-    def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 - Qt's name
+    def closeEvent(self, event: QCloseEvent) -> None:
         self.timer.stop()
         self.tasks.cancel_all()
         super().closeEvent(event)

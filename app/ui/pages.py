@@ -206,6 +206,7 @@ class SettingsPage(QWidget):
         self.env.addItems(ENVIRONMENTS)
         self.secret = QLineEdit()
         save = QPushButton("Save secret")
+        save.setObjectName("save_secret")
         save.clicked.connect(self._save)
         self.message = QLabel("")
         self.message.setWordWrap(True)

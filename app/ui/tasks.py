@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from app.ui.client import ApiFailure
 
@@ -33,7 +34,7 @@ class TaskRunner:
                 return
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # noqa: BLE001 - the window shows, never crashes
+            except Exception as exc:
                 log.exception("ui call crashed what=%s", what)
                 self._on_error(f"{what} failed: {type(exc).__name__}: {exc}")
                 return

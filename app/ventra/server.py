@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Awaitable, Callable
 
 from aiohttp import web
@@ -12,7 +13,13 @@ from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from app.core.database import create_engine
-from app.core.http import MAX_BODY_BYTES, MAX_BODY_KEY, error_middleware, request_guard
+from app.core.http import (
+    MAX_BODY_BYTES,
+    MAX_BODY_KEY,
+    error_middleware,
+    request_guard,
+    served_hosts,
+)
 from app.ventra.api import CONTEXT, VentraContext, auth_middleware, routes
 from app.ventra.delivery import DeliveryConfig, DeliveryWorker
 from app.ventra.endpoints import EndpointService, fetch_sim_secrets
@@ -33,7 +40,7 @@ class VentraOptions:
 
     database: URL
     api_key: str
-    runtime_dir: object
+    runtime_dir: Path
     host: str = "127.0.0.1"
     port: int = 8000
     retry_schedule: str = "fast"
@@ -77,7 +84,7 @@ class VentraServer:
             endpoints=EndpointService(sessions),
             events=EventQueries(sessions),
             worker=self.worker,
-            keys=ApiKeyStore(options.api_key, options.runtime_dir),  # type: ignore[arg-type]
+            keys=ApiKeyStore(options.api_key, options.runtime_dir),
             openapi=build_openapi(),
         )
         app = web.Application(
@@ -111,7 +118,7 @@ class VentraServer:
         site = web.TCPSite(self._runner, self.options.host, self.options.port)
         await site.start()
         port = self._runner.addresses[0][1]
-        self._hosts.update(_hosts(self.options.host, port))
+        self._hosts.update(served_hosts(self.options.host, port))
         self.url = f"http://{self.options.host}:{port}"
         if self.options.run_worker:
             await self.worker.start()
@@ -144,8 +151,3 @@ class VentraServer:
             await self.engine.dispose()
         log.info("ventra stopped")
 
-
-def _hosts(host: str, port: int) -> set[str]:
-    from app.core.http import served_hosts
-
-    return served_hosts(host, port)

@@ -6,6 +6,7 @@ import asyncio
 import time
 
 import qasync
+from PySide6.QtWidgets import QPushButton
 
 from app.ui.main_window import MainWindow
 from app.ui.models import SIG_OK
@@ -112,3 +113,35 @@ def test_mode_switch_sets_receiver(
     endpoints = stack.sim.get("/api/endpoints").json()["data"]
     local = next(e for e in endpoints if e["env"] == "local")
     assert local["mode"] == "offline"
+
+
+def test_drawer_retry_after_secret_fix(
+    window: MainWindow, stack: RunningStack, qloop: qasync.QEventLoop
+) -> None:
+    """A wrong secret shows SIG FAIL; after fixing it, Retry shows SIG OK."""
+    endpoints = stack.sim.get("/api/endpoints").json()["data"]
+    secret = next(e for e in endpoints if e["env"] == "local")["secret"]
+    stack.sim.put("/api/endpoints/local", json={"secret": "whsec_wrong"})
+    order = stack.create_order(amount=115)
+
+    async def scenario() -> None:
+        window.start()
+        await wait_for(lambda: len(rows_for(window, order["id"])) == 1, 5)
+        row = rows_for(window, order["id"])[0]
+        assert row["signature_valid"] is False
+        window.settings.env.setCurrentText("local")
+        window.settings.secret.setText(secret)
+        window.settings.findChild(QPushButton, "save_secret").click()
+        await wait_for(lambda: "saved" in window.settings.message.text(), 5)
+        window._event_clicked(window.events.index(window.events.rows.index(row), 0))
+        await wait_for(lambda: window.drawer.event_id == row["event_id"], 5)
+        window.drawer.retry_button.click()
+        await wait_for(lambda: "succeeded" in window.drawer.retry_result.text(), 10)
+        await wait_for(lambda: window.drawer.attempts.rows[-1]["signature_valid"], 5)
+
+    qloop.run_until_complete(scenario())
+
+    attempts = window.drawer.attempts.rows
+    assert attempts[0]["signature_valid"] is False
+    assert attempts[-1]["signature_valid"] is True
+    assert "SIG OK" in window.drawer.title.text()
