@@ -183,13 +183,19 @@ class Stack:
         log.info("endpoints wired ventra=%s sim=%s", self.ventra.url, self.sim.url)
 
     async def stop(self) -> None:
-        """Stop the servers, then the embedded PostgreSQL."""
-        for server in (self.sim, self.ventra):
-            if server is not None:
-                try:
-                    await server.stop()
-                except Exception:
-                    log.exception("server stop failed")
+        """Stop both servers together, then the embedded PostgreSQL.
+
+        Together, because each may wait on the other: Ventra's worker
+        finishes the POSTs in flight, which end when VentraSim closes the
+        requests it holds.
+        """
+        servers = [s for s in (self.ventra, self.sim) if s is not None]
+        results = await asyncio.gather(*(s.stop() for s in servers), return_exceptions=True)
+        for server, result in zip(servers, results, strict=True):
+            if isinstance(result, BaseException):
+                log.error(
+                    "server stop failed server=%s error=%r", type(server).__name__, result
+                )
         self.sim = None
         self.ventra = None
         if self._embedded is not None:

@@ -8,6 +8,8 @@ migrated templates, and its own Ventra and VentraSim on free ports.
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -33,6 +35,24 @@ from app.core.migrations import upgrade
 from app.stack import BackgroundStack, Stack, StackInfo
 
 TEST_DATABASE_ENV = "VENTRA_TEST_DATABASE_URL"
+_PRIVATE_BASETEMP: list[str] = []
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Give each run a temporary folder of its own.
+
+    pytest's shared numbered folders are pruned by any other run that
+    starts, which would delete a running embedded PostgreSQL's files.
+    """
+    if config.option.basetemp is None:
+        folder = tempfile.mkdtemp(prefix="ventra-pytest-")
+        config.option.basetemp = folder
+        _PRIVATE_BASETEMP.append(folder)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    for folder in _PRIVATE_BASETEMP:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _admin(server: URL) -> psycopg.Connection:

@@ -6,6 +6,7 @@ import logging
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 from sqlalchemy.engine import URL
@@ -16,17 +17,23 @@ from app.core.database import create_engine
 from app.core.http import (
     MAX_BODY_BYTES,
     MAX_BODY_KEY,
+    Handler,
     error_middleware,
     request_guard,
     served_hosts,
 )
-from app.sim.api import CONTEXT, SimContext, routes, token_middleware
+from app.sim import actions
+from app.sim.api import CONTEXT, RECEIVER_PREFIX, SimContext, routes, token_middleware
 from app.sim.client import VentraClient
 from app.sim.endpoints import EndpointRegistry
 from app.sim.receiver import MAX_WEBHOOK_BYTES, Receiver
 from app.sim.store import ReceiverStore
 
 log = logging.getLogger("sim.server")
+
+# Seconds that stopping waits for requests in progress, such as one held
+# by the timeout mode, before cancelling them.
+SHUTDOWN_TIMEOUT = 2.0
 
 
 def resolve_token(configured: str | None, runtime_dir: Path) -> str:
@@ -35,6 +42,8 @@ def resolve_token(configured: str | None, runtime_dir: Path) -> str:
         return configured
     path = runtime_dir / "sim_token"
     if path.exists():
+        # Tighten a file whose mode was loosened by hand: it holds a credential.
+        path.chmod(0o600)
         token = path.read_text(encoding="utf-8").strip()
         if token:
             return token
@@ -64,6 +73,7 @@ class SimServer:
         self.options = options
         self.engine: AsyncEngine | None = None
         self.context: SimContext | None = None
+        self.receiver: Receiver | None = None
         self._runner: web.AppRunner | None = None
         self._hosts: set[str] = set()
         self.url = ""
@@ -78,34 +88,67 @@ class SimServer:
             connection["base_url"] = self.options.ventra_base_url
         if self.options.ventra_api_key:
             connection["api_key"] = self.options.ventra_api_key
+        self.receiver = Receiver(
+            registry, ReceiverStore(self.engine), hosts=lambda: self._hosts
+        )
         self.context = SimContext(
             sessions=sessions,
             registry=registry,
-            receiver=Receiver(registry, ReceiverStore(sessions)),
+            receiver=self.receiver,
             client=VentraClient(),
             token=self.token,
             default_connection=connection,
         )
         app = web.Application(
             client_max_size=max(MAX_BODY_BYTES, MAX_WEBHOOK_BYTES),
-            middlewares=[error_middleware, request_guard(lambda: self._hosts), token_middleware],
+            middlewares=[error_middleware, self._guard(), token_middleware],
         )
         app[CONTEXT] = self.context
         app[MAX_BODY_KEY] = MAX_BODY_BYTES
         app.add_routes(routes)
+        app.add_routes(actions.routes)
         return app
 
+    def _guard(self) -> Any:
+        """Build the Host and Origin check for every route but the receiver's.
+
+        The receiver applies the same check itself after storing the
+        request, so a rejected delivery is still on record.
+        """
+        guard = request_guard(lambda: self._hosts)
+
+        @web.middleware
+        async def middleware(
+            request: web.Request, handler: Handler
+        ) -> web.StreamResponse:
+            if request.path.startswith(RECEIVER_PREFIX):
+                return await handler(request)
+            return await guard(request, handler)
+
+        return middleware
+
     async def start(self) -> str:
+        """Load the settings, bind the port and return the server's URL."""
         app = self.build_app()
         assert self.context is not None
         await self.context.registry.load()
         await self.context.client.start()
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        # auto_decompress=False: the receiver must see and verify the bytes as
+        # sent, and a compressed body could expand past the size limit.
+        self._runner = web.AppRunner(
+            app,
+            access_log=None,
+            handle_signals=False,
+            auto_decompress=False,
+            shutdown_timeout=SHUTDOWN_TIMEOUT,
+        )
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.options.host, self.options.port)
         await site.start()
         port = self._runner.addresses[0][1]
-        self._hosts.update(served_hosts(self.options.host, port) | self.options.extra_hosts)
+        self._hosts.update(
+            served_hosts(self.options.host, port) | self.options.extra_hosts
+        )
         self.url = f"http://{self.options.host}:{port}"
         log.info("ventrasim listening url=%s", self.url)
         return self.url
@@ -116,6 +159,9 @@ class SimServer:
         self.context.default_connection.update(base_url=base_url, api_key=api_key)
 
     async def stop(self) -> None:
+        """Release held requests, close the server and the database pool."""
+        if self.receiver is not None:
+            self.receiver.stopping.set()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None

@@ -188,6 +188,8 @@ class MainWindow(QMainWindow):
         env = self.env.currentText()
 
         def done(_: Any) -> None:
+            if self.env.currentText() == env:
+                self.mode.setCurrentText(mode)
             self.statusBar().showMessage(f"{env} receiver is now {mode}", 5000)
             self.mode_changed.emit(env, mode)
 

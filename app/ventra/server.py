@@ -32,6 +32,8 @@ from app.ventra.queries import EventQueries
 log = logging.getLogger("ventra.server")
 
 EXPIRY_SWEEP_SECONDS = 1.0
+# Seconds that stopping waits for requests in progress before cancelling them.
+SHUTDOWN_TIMEOUT = 2.0
 
 
 @dataclass
@@ -113,7 +115,9 @@ class VentraServer:
         await self.context.endpoints.ensure_defaults(
             self.options.webhook_url, self.options.webhook_secret, sim_secrets
         )
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        self._runner = web.AppRunner(
+            app, access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_TIMEOUT
+        )
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.options.host, self.options.port)
         await site.start()
