@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import signal
 import sys
 import threading
 
-from PySide6.QtCore import QObject, Signal
+from PySide6.QtCore import QObject, QTimer, Signal
 from PySide6.QtWidgets import QApplication, QMessageBox
 
 from app.core.config import Settings
@@ -59,9 +61,29 @@ def open_window(info: StackInfo) -> object:
     return window
 
 
+def has_display() -> bool:
+    """Tell whether Qt can open a window here."""
+    if not sys.platform.startswith("linux"):
+        return True
+    return bool(
+        os.environ.get("DISPLAY")
+        or os.environ.get("WAYLAND_DISPLAY")
+        or os.environ.get("QT_QPA_PLATFORM")
+    )
+
+
 def run_window(settings: Settings) -> int:
-    """Run the desktop app until its window closes."""
+    """Run the desktop app until its window closes, or SIGINT or SIGTERM."""
     import qasync
+
+    if not has_display():
+        print(
+            "ventra: no display found (DISPLAY and WAYLAND_DISPLAY are unset);"
+            " run the servers alone with `ventra serve`, or set"
+            " QT_QPA_PLATFORM=offscreen",
+            file=sys.stderr,
+        )
+        return 2
 
     existing = QApplication.instance()
     app = existing if isinstance(existing, QApplication) else QApplication(sys.argv)
@@ -82,13 +104,28 @@ def run_window(settings: Settings) -> int:
         state["failed"] = True
         closed.set()
 
+    def interrupted(signum: int, _frame: object) -> None:
+        log.info("signal received signum=%d; closing the window", signum)
+        closed.set()
+
+    signal.signal(signal.SIGINT, interrupted)
+    signal.signal(signal.SIGTERM, interrupted)
+    # Python runs signal handlers only between bytecodes; this timer gives
+    # it a moment of control while Qt waits in its own C++ loop.
+    keepalive = QTimer()
+    keepalive.timeout.connect(lambda: None)
+    keepalive.start(250)
+
     starter.started.connect(started)
     starter.failed.connect(failed)
     starter.start()
     with loop:
         loop.run_until_complete(closed.wait())
+        keepalive.stop()
         window = state.get("window")
         if window is not None:
+            window.close()  # type: ignore[attr-defined]
             loop.run_until_complete(window.client.close())  # type: ignore[attr-defined]
     starter.background.stop()
+    log.info("stopped")
     return 1 if state.get("failed") else 0

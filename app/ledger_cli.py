@@ -42,7 +42,10 @@ async def check(url: URL) -> dict[str, Any]:
 
 
 async def verify_ledger(settings: Settings) -> int:
-    """Print the ledger check as JSON; return 0, 1 on a violation, 2 on no database.
+    """Print the ledger check as JSON and return the exit code.
+
+    The code is 0 when every invariant holds, 1 on a violation, and 2 when
+    the database cannot be read.
 
     The embedded PostgreSQL is started when ``DATABASE_URL`` is unset, and
     stopped again only if this command was the one that started it, so a

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import secrets
 import shutil
 import sys
 import tempfile
@@ -13,7 +14,10 @@ from typing import Any
 
 import aiohttp
 
+from sqlalchemy.engine import URL
+
 from app.core.config import Settings
+from app.core.database import drop_database, parse_database_url, side_urls
 from app.stack import Stack, StackInfo
 
 EXPECTED_TYPES = ("charge.created", "charge.paid", "escrow.held")
@@ -122,14 +126,15 @@ def run_selftest(args: argparse.Namespace) -> int:
         sim_port=0,
         database_url=args.database_url,
     )
+    scratch: URL | None = None
     if args.database_url:
-        # A private database name keeps the run apart from real data.
-        from sqlalchemy.engine import make_url
-
-        url = make_url(args.database_url)
+        # Databases of their own keep the run apart from real data: the
+        # URL's name plus a random suffix, dropped at the end.
+        url = parse_database_url(args.database_url)
+        base = (url.database or "ventra")[:30]
+        scratch = url.set(database=f"{base}_selftest_{secrets.token_hex(4)}")
         settings = settings.with_changes(
-            database_url=url.set(database=f"selftest_{data_dir.name[-8:].lower()}")
-            .render_as_string(hide_password=False)
+            database_url=scratch.render_as_string(hide_password=False)
         )
     stack = Stack(settings)
 
@@ -138,6 +143,9 @@ def run_selftest(args: argparse.Namespace) -> int:
             await _flow(stack, args.sim_secret, args.timeout)
         finally:
             await stack.stop()
+            if scratch is not None:
+                for side_url in side_urls(scratch, embedded=False):
+                    await asyncio.to_thread(drop_database, side_url)
 
     try:
         asyncio.run(main())

@@ -17,7 +17,7 @@ from typing import Any
 import aiohttp
 from sqlalchemy.engine import URL
 
-from app.core.config import ENVIRONMENTS, Settings
+from app.core.config import ENVIRONMENTS, DataDirLock, Settings
 from app.core.database import (
     EmbeddedPostgres,
     ensure_database,
@@ -69,6 +69,7 @@ class Stack:
         self._sim_db = sim_db
         self._ventra_hooks = ventra_hooks or {}
         self._embedded: EmbeddedPostgres | None = None
+        self._lock = DataDirLock(settings.data_dir)
         self.ventra: VentraServer | None = None
         self.sim: SimServer | None = None
         self.info: StackInfo | None = None
@@ -89,6 +90,7 @@ class Stack:
         """Prepare the databases, start the servers and wire them together."""
         settings = self.settings
         settings.data_dir.mkdir(parents=True, exist_ok=True)
+        self._lock.acquire()
         try:
             ventra_db, sim_db, description = await self._databases()
             sides = []
@@ -201,6 +203,7 @@ class Stack:
         if self._embedded is not None:
             await asyncio.to_thread(self._embedded.stop)
             self._embedded = None
+        self._lock.release()
 
 
 class BackgroundStack:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from urllib.parse import urlsplit
 from typing import Any
 
 import platformdirs
@@ -121,6 +123,11 @@ def _timeout(values: Mapping[str, str]) -> float:
     return seconds
 
 
+def _is_http_url(text: str) -> bool:
+    parsed = urlsplit(text)
+    return parsed.scheme in ("http", "https") and bool(parsed.hostname)
+
+
 def load_settings(data_dir: str | Path | None = None) -> Settings:
     """Read the configuration, the environment winning over ``.env`` files."""
     values = _merged_sources(str(data_dir) if data_dir else None)
@@ -129,10 +136,15 @@ def load_settings(data_dir: str | Path | None = None) -> Settings:
         raise ConfigError(
             f"VENTRA_RETRY_SCHEDULE={schedule!r} is unknown; use fast or realistic"
         )
+    webhook_url = values.get("WEBHOOK_URL") or None
+    if webhook_url is not None and not _is_http_url(webhook_url):
+        raise ConfigError(
+            f"WEBHOOK_URL={webhook_url!r} is not an http:// or https:// URL with a host"
+        )
     return Settings(
         data_dir=Path(values["VENTRA_DATA_DIR"]).expanduser().resolve(),
         api_key=values.get("API_KEY") or DEFAULT_API_KEY,
-        webhook_url=values.get("WEBHOOK_URL") or None,
+        webhook_url=webhook_url,
         webhook_secret=values.get("WEBHOOK_SECRET") or None,
         ventrasim_base_url=values.get("VENTRASIM_BASE_URL") or None,
         internal_token=values.get("VENTRA_INTERNAL_TOKEN") or None,
@@ -143,6 +155,41 @@ def load_settings(data_dir: str | Path | None = None) -> Settings:
         retry_schedule=schedule,
         delivery_timeout=_timeout(values),
     )
+
+
+class DataDirLock:
+    """An exclusive lock on a data directory, held while the app runs.
+
+    Two processes on one data directory would share its embedded
+    PostgreSQL, and the one that stopped first would stop it under the
+    other. The operating system releases the lock when the process dies.
+    """
+
+    def __init__(self, data_dir: Path) -> None:
+        self.path = data_dir / ".runtime" / "instance.lock"
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            owner = os.read(fd, 32).decode("ascii", "replace").strip() or "unknown"
+            os.close(fd)
+            raise ConfigError(
+                f"the data directory {self.path.parent.parent} is in use by another"
+                f" Ventra process (pid {owner}); stop it, or pass another --data-dir"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode("ascii"))
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
 
 
 def write_private_file(path: Path, text: str) -> None:

@@ -19,6 +19,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 log = logging.getLogger("ventra.database")
 
 EMBEDDED_DATABASES = {"ventra": "ventra", "sim": "ventrasim"}
+# PostgreSQL cuts identifiers to 63 bytes; "_ventrasim" takes 10 of them.
+MAX_PREFIX_BYTES = 53
 
 
 class DatabaseStartError(RuntimeError):
@@ -99,6 +101,13 @@ def side_urls(server_url: URL, embedded: bool) -> tuple[URL, URL]:
             server_url.set(database=EMBEDDED_DATABASES["sim"]),
         )
     prefix = server_url.database or "ventra"
+    if len(prefix.encode("utf-8")) > MAX_PREFIX_BYTES:
+        raise DatabaseStartError(
+            f"the database name {prefix!r} in DATABASE_URL is"
+            f" {len(prefix.encode('utf-8'))} bytes; PostgreSQL keeps 63 bytes of a"
+            f" name and the longest side suffix is 10, so use at most"
+            f" {MAX_PREFIX_BYTES} bytes"
+        )
     return (
         server_url.set(database=f"{prefix}_ventra"),
         server_url.set(database=f"{prefix}_ventrasim"),
@@ -158,6 +167,20 @@ def ensure_database(url: URL) -> None:
         raise DatabaseStartError(
             f"cannot reach PostgreSQL at {redact(url)}: {str(exc).strip()}"
         ) from None
+
+
+def drop_database(url: URL) -> None:
+    """Drop the database of ``url`` if it exists, closing its connections."""
+    maintenance = libpq_conninfo(url.set(database="postgres"))
+    try:
+        with psycopg.connect(maintenance, autocommit=True, connect_timeout=10) as conn:
+            conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                    sql.Identifier(url.database or "")
+                )
+            )
+    except psycopg.Error as exc:
+        log.warning("database drop failed name=%s error=%s", url.database, exc)
 
 
 def create_engine(url: URL) -> AsyncEngine:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any, Awaitable, Callable, TypeVar
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
@@ -126,19 +127,48 @@ async def read_body(request: web.Request) -> bytes:
             code="payload_too_large",
             http_status=413,
         )
-    body = await request.content.read(limit + 1)
-    if len(body) > limit:
+    # One read returns only what has arrived so far, so read until the end
+    # of the body, stopping as soon as it passes the limit.
+    chunks: list[bytes] = []
+    size = 0
+    while size <= limit:
+        chunk = await request.content.read(limit + 1 - size)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    if size > limit:
         raise ApiError(
             f"the body is over the limit of {limit} bytes; send a smaller one",
             code="payload_too_large",
             http_status=413,
         )
+    body = b"".join(chunks)
     request[RAW_BODY_KEY] = body
     return body
 
 
 def _reject_constant(name: str) -> float:
     raise ValueError(f"{name} is not valid JSON")
+
+
+class DuplicateKey(ValueError):
+    """A JSON object that names one key twice."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # The standard decoder keeps the last of repeated keys, which would let
+    # {"amount": 100, "amount": 200} pass as an order for 200.
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise DuplicateKey(key)
+        result[key] = value
+    return result
 
 
 def parse_json(body: bytes) -> Any:
@@ -151,9 +181,27 @@ def parse_json(body: bytes) -> Any:
             code="malformed_json",
         ) from None
     try:
-        return json.loads(text, parse_constant=_reject_constant)
+        return json.loads(
+            text, parse_constant=_reject_constant, object_pairs_hook=_unique_keys
+        )
+    except DuplicateKey as exc:
+        raise ApiError(
+            f"the body names the field {exc.key!r} twice; send it once",
+            code="malformed_json",
+        ) from None
     except (json.JSONDecodeError, ValueError) as exc:
+        if "int_max_str_digits" in str(exc):
+            raise ApiError(
+                "a number in the body has over 4300 digits; send a smaller one",
+                code="malformed_json",
+            ) from None
         raise ApiError(f"the body is not valid JSON: {exc}", code="malformed_json") from None
+    except RecursionError:
+        # The standard decoder recurses once per nesting level.
+        raise ApiError(
+            "the body nests arrays or objects too deeply; flatten it",
+            code="malformed_json",
+        ) from None
 
 
 def validation_message(error: ValidationError) -> tuple[str, str]:
@@ -219,7 +267,7 @@ def request_guard(allowed_hosts: Callable[[], set[str]]) -> Any:
 
 
 def foreign_request_error(request: web.Request, hosts: set[str]) -> web.Response | None:
-    """Return the 421 or 403 answer for another site's request, else None."""
+    """Return the 421 or 403 response for another site's request, else None."""
     host = (request.headers.get("Host") or "").lower()
     if host not in hosts:
         return error_response(
@@ -244,4 +292,8 @@ def served_hosts(host: str, port: int) -> set[str]:
     names = {host}
     if host in ("127.0.0.1", "localhost", "::1"):
         names |= {"127.0.0.1", "localhost", "[::1]"}
-    return {f"{name}:{port}" for name in names}
+    hosts = {f"{name}:{port}" for name in names}
+    if port == 80:
+        # Clients leave the default port out of the Host header.
+        hosts |= names
+    return hosts

@@ -40,7 +40,7 @@ def standard_key(secret: str) -> bytes:
 
 def standard_signature(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
     """Compute the ``webhook-signature`` value (``v1,<base64>``)."""
-    signed = f"{msg_id}.{timestamp}.".encode("utf-8") + body
+    signed = f"{msg_id}.{timestamp}.".encode() + body
     digest = hmac.new(standard_key(secret), signed, hashlib.sha256).digest()
     return "v1," + base64.b64encode(digest).decode("ascii")
 

@@ -1,4 +1,9 @@
-"""VentraSim's management API and merchant actions, behind a bearer token."""
+"""VentraSim's management API behind a bearer token, and the receiver's route.
+
+Lists are newest first and paginated by cursor. Each page carries
+``next_cursor``, which the next request passes as ``cursor``, and which is
+None on the last page.
+"""
 
 from __future__ import annotations
 
@@ -8,22 +13,23 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
-from sqlalchemy import select
+from sqlalchemy import Select, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core.config import ENVIRONMENTS
 from app.core.http import Handler, json_response, read_model
 from app.sim.client import VentraClient
 from app.sim.endpoints import EndpointRegistry
-from app.sim.errors import NotFound, SimError, Unauthorized, ValidationFailed
-from app.sim.models import Attempt, MerchantOrder, ReceivedEvent, Setting
+from app.sim.errors import NotFound, Unauthorized, ValidationFailed
+from app.sim.models import Attempt, MerchantOrder, ReceivedEvent
 from app.sim.receiver import Receiver
-from app.sim.schemas import Connection, DevOrder, DevRefund, EndpointUpdate
+from app.sim.schemas import EndpointUpdate
 
 log = logging.getLogger("sim.api")
 
-OPEN_PREFIXES = ("/api/webhooks/",)
+RECEIVER_PREFIX = "/api/webhooks/"
 OPEN_PATHS = frozenset({"/api/health"})
+MAX_QUERY_TEXT = 200
 
 
 @dataclass
@@ -43,45 +49,84 @@ routes = web.RouteTableDef()
 
 
 def ctx(request: web.Request) -> SimContext:
+    """Return the services of the app serving ``request``."""
     return request.app[CONTEXT]
 
 
 @web.middleware
-async def token_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+async def token_middleware(
+    request: web.Request, handler: Handler
+) -> web.StreamResponse:
     """Require ``Authorization: Bearer <token>`` on management routes."""
     path = request.path
-    if path in OPEN_PATHS or path.startswith(OPEN_PREFIXES):
+    if path in OPEN_PATHS or path.startswith(RECEIVER_PREFIX):
         return await handler(request)
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token:
+    if scheme.lower() != "bearer" or not token.strip():
         raise Unauthorized(
             "the Authorization header is missing; send Authorization: Bearer <token>"
         )
     expected = ctx(request).token.encode("utf-8")
-    if not hmac.compare_digest(expected, token.strip().encode("utf-8", "surrogateescape")):
-        log.info("request rejected reason=wrong_token path=%s", path)
+    # surrogatepass: aiohttp decodes odd header bytes to surrogates, which
+    # must compare unequal rather than fail to encode.
+    received = token.strip().encode("utf-8", "surrogatepass")
+    if not hmac.compare_digest(expected, received):
+        log.info("request rejected reason=wrong_token method=%s", request.method)
         raise Unauthorized("the bearer token does not match VentraSim's token")
     return await handler(request)
 
 
 @routes.get("/api/health")
 async def health(request: web.Request) -> web.Response:
+    """Report that the server is up; open to anyone."""
     return json_response({"status": "ok", "service": "ventrasim"})
 
 
-@routes.post("/api/webhooks/ventra/{env}")
+@routes.route("*", "/api/webhooks/ventra/{env}")
 async def receive(request: web.Request) -> web.StreamResponse:
+    """Store and respond to a webhook request, whatever its method."""
     return await ctx(request).receiver.handle(request)
+
+
+def text_query(request: web.Request, name: str) -> str | None:
+    """Read a text filter, rejecting characters PostgreSQL text cannot hold."""
+    raw = request.query.get(name)
+    if raw is None:
+        return None
+    if len(raw) > MAX_QUERY_TEXT or not raw.isprintable():
+        raise ValidationFailed(
+            f"{name} must be at most {MAX_QUERY_TEXT} printable characters",
+            field=name,
+        )
+    return raw
+
+
+def path_text(request: web.Request, name: str) -> str:
+    """Read a path segment, rejecting characters PostgreSQL text cannot hold."""
+    raw = request.match_info[name]
+    if len(raw) > MAX_QUERY_TEXT or not raw.isprintable():
+        raise NotFound(f"{name} {raw[:40]!r} not found")
+    return raw
+
+
+def _env_query(request: web.Request) -> str | None:
+    env = request.query.get("env")
+    if env is not None and env not in ENVIRONMENTS:
+        raise ValidationFailed(
+            f"env={env[:40]!r} is unknown; use one of {', '.join(ENVIRONMENTS)}",
+            field="env",
+        )
+    return env
 
 
 def _limit(request: web.Request, default: int = 50, maximum: int = 500) -> int:
     raw = request.query.get("limit")
     if raw is None:
         return default
-    if not raw.isdigit() or not 1 <= int(raw) <= maximum:
+    if not raw.isdecimal() or not raw.isascii() or not 1 <= int(raw) <= maximum:
         raise ValidationFailed(
-            f"limit={raw!r} is invalid; use a whole number from 1 to {maximum}",
+            f"limit={raw[:40]!r} is invalid; use a whole number from 1 to {maximum}",
             field="limit",
         )
     return int(raw)
@@ -91,8 +136,10 @@ def _int_query(request: web.Request, name: str) -> int | None:
     raw = request.query.get(name)
     if raw is None:
         return None
-    if not raw.isdigit() or len(raw) > 18:
-        raise ValidationFailed(f"{name}={raw!r} is invalid; use a whole number", field=name)
+    if not raw.isascii() or not raw.isdecimal() or len(raw) > 18:
+        raise ValidationFailed(
+            f"{name}={raw[:40]!r} is invalid; use a whole number", field=name
+        )
     return int(raw)
 
 
@@ -104,10 +151,13 @@ def _bool_query(request: web.Request, name: str) -> bool | None:
         return True
     if raw.lower() in ("false", "0"):
         return False
-    raise ValidationFailed(f"{name}={raw!r} is invalid; use true or false", field=name)
+    raise ValidationFailed(
+        f"{name}={raw[:40]!r} is invalid; use true or false", field=name
+    )
 
 
 def event_json(event: ReceivedEvent) -> dict[str, Any]:
+    """Return the API view of a received event."""
     delta = (event.last_received_at - event.first_received_at).total_seconds()
     return {
         "event_id": event.event_id,
@@ -126,9 +176,11 @@ def event_json(event: ReceivedEvent) -> dict[str, Any]:
 
 
 def attempt_json(attempt: Attempt, with_body: bool = False) -> dict[str, Any]:
-    body: dict[str, Any] = {
+    """Return the API view of an attempt; the body only when asked."""
+    view: dict[str, Any] = {
         "id": attempt.id,
         "received_at": attempt.received_at.isoformat(),
+        "method": attempt.method,
         "env": attempt.env,
         "event_id": attempt.event_id,
         "event_type": attempt.event_type,
@@ -140,6 +192,7 @@ def attempt_json(attempt: Attempt, with_body: bool = False) -> dict[str, Any]:
         "standard_signature_error": attempt.standard_signature_error,
         "parse_error": attempt.parse_error,
         "mode": attempt.mode,
+        "mode_options": attempt.mode_options,
         "status_code": attempt.status_code,
         "held_ms": attempt.held_ms,
         "outcome": attempt.outcome,
@@ -147,54 +200,64 @@ def attempt_json(attempt: Attempt, with_body: bool = False) -> dict[str, Any]:
         "headers": attempt.headers,
     }
     if with_body:
-        body["body"] = attempt.body.decode("utf-8", "replace")
-    return body
+        view["body"] = attempt.body.decode("utf-8", "replace")
+    return view
+
+
+def _filter_events(request: web.Request, query: Select[Any]) -> Select[Any]:
+    env = _env_query(request)
+    if env is not None:
+        query = query.where(ReceivedEvent.env == env)
+    event_type = text_query(request, "type")
+    if event_type is not None:
+        query = query.where(ReceivedEvent.type == event_type)
+    order_id = text_query(request, "order_id")
+    if order_id is not None:
+        query = query.where(ReceivedEvent.order_id == order_id)
+    valid = _bool_query(request, "signature_valid")
+    if valid is not None:
+        query = query.where(ReceivedEvent.last_signature_valid == valid)
+    return query
 
 
 @routes.get("/api/events")
 async def list_events(request: web.Request) -> web.Response:
-    query = select(ReceivedEvent)
-    env = request.query.get("env")
-    if env is not None:
-        query = query.where(ReceivedEvent.env == env)
-    if "type" in request.query:
-        query = query.where(ReceivedEvent.type == request.query["type"])
-    if "order_id" in request.query:
-        query = query.where(ReceivedEvent.order_id == request.query["order_id"])
-    valid = _bool_query(request, "signature_valid")
-    if valid is not None:
-        query = query.where(ReceivedEvent.last_signature_valid == valid)
+    """List events, newest first received, filtered and paginated."""
+    query = _filter_events(request, select(ReceivedEvent))
     limit = _limit(request)
+    cursor = text_query(request, "cursor")
     async with ctx(request).sessions() as session:
-        cursor = request.query.get("cursor")
-        if cursor:
+        if cursor is not None:
             anchor = await session.get(ReceivedEvent, cursor)
             if anchor is None:
-                raise ValidationFailed(f"cursor={cursor!r} is not a known event id", field="cursor")
+                raise ValidationFailed(
+                    f"cursor={cursor[:40]!r} is not an event id from next_cursor",
+                    field="cursor",
+                )
+            # first_received_at never changes once stored, so pages are stable
+            # while new attempts arrive.
             query = query.where(
-                (ReceivedEvent.last_received_at < anchor.last_received_at)
+                (ReceivedEvent.first_received_at < anchor.first_received_at)
                 | (
-                    (ReceivedEvent.last_received_at == anchor.last_received_at)
-                    & (ReceivedEvent.event_id > anchor.event_id)
+                    (ReceivedEvent.first_received_at == anchor.first_received_at)
+                    & (ReceivedEvent.event_id < anchor.event_id)
                 )
             )
         query = query.order_by(
-            ReceivedEvent.last_received_at.desc(), ReceivedEvent.event_id
+            ReceivedEvent.first_received_at.desc(), ReceivedEvent.event_id.desc()
         ).limit(limit + 1)
         rows = list((await session.scalars(query)).all())
-    more = len(rows) > limit
-    rows = rows[:limit]
+    page = rows[:limit]
+    next_cursor = page[-1].event_id if len(rows) > limit else None
     return json_response(
-        {
-            "data": [event_json(e) for e in rows],
-            "next_cursor": rows[-1].event_id if more else None,
-        }
+        {"data": [event_json(e) for e in page], "next_cursor": next_cursor}
     )
 
 
 @routes.get("/api/events/{event_id}")
 async def get_event(request: web.Request) -> web.Response:
-    event_id = request.match_info["event_id"]
+    """Return one event with all its attempts, oldest first."""
+    event_id = path_text(request, "event_id")
     async with ctx(request).sessions() as session:
         event = await session.get(ReceivedEvent, event_id)
         if event is None:
@@ -207,36 +270,64 @@ async def get_event(request: web.Request) -> web.Response:
         )
 
 
-@routes.get("/api/attempts")
-async def list_attempts(request: web.Request) -> web.Response:
-    query = select(Attempt)
-    after = _int_query(request, "after_id")
-    if after is not None:
-        query = query.where(Attempt.id > after).order_by(Attempt.id)
-    else:
-        query = query.order_by(Attempt.id.desc())
-    for name in ("env", "event_id", "order_id"):
-        if name in request.query:
-            query = query.where(getattr(Attempt, name) == request.query[name])
+def _filter_attempts(request: web.Request, query: Select[Any]) -> Select[Any]:
+    env = text_query(request, "env")
+    if env is not None:
+        query = query.where(Attempt.env == env)
+    for name, column in (
+        ("type", Attempt.event_type),
+        ("event_id", Attempt.event_id),
+        ("order_id", Attempt.order_id),
+        ("mode", Attempt.mode),
+    ):
+        value = text_query(request, name)
+        if value is not None:
+            query = query.where(column == value)
     valid = _bool_query(request, "signature_valid")
     if valid is not None:
         query = query.where(Attempt.signature_valid == valid)
-    before = _int_query(request, "before_id")
-    if before is not None:
-        query = query.where(Attempt.id < before)
+    return query
+
+
+@routes.get("/api/attempts")
+async def list_attempts(request: web.Request) -> web.Response:
+    """List attempts newest first by cursor, or oldest first after ``after_id``.
+
+    ``after_id`` serves live views: it returns the attempts stored since the
+    last one seen, oldest first.
+    """
+    query = _filter_attempts(request, select(Attempt))
     limit = _limit(request, 100, 1000)
+    after = _int_query(request, "after_id")
+    cursor = _int_query(request, "cursor")
+    if after is not None and cursor is not None:
+        raise ValidationFailed("send after_id or cursor, not both", field="cursor")
+    if after is not None:
+        query = query.where(Attempt.id > after).order_by(Attempt.id)
+    else:
+        if cursor is not None:
+            query = query.where(Attempt.id < cursor)
+        query = query.order_by(Attempt.id.desc())
     async with ctx(request).sessions() as session:
-        rows = list((await session.scalars(query.limit(limit))).all())
-    return json_response({"data": [attempt_json(a) for a in rows]})
+        rows = list((await session.scalars(query.limit(limit + 1))).all())
+    page = rows[:limit]
+    next_cursor = None
+    if len(rows) > limit:
+        next_cursor = str(page[-1].id) if after is None else None
+    return json_response(
+        {"data": [attempt_json(a) for a in page], "next_cursor": next_cursor}
+    )
 
 
 @routes.get("/api/endpoints")
 async def list_endpoints(request: web.Request) -> web.Response:
+    """List each environment's secret and failure mode."""
     return json_response({"data": ctx(request).registry.list()})
 
 
 @routes.put("/api/endpoints/{env}")
 async def update_endpoint(request: web.Request) -> web.Response:
+    """Change an environment's secret or failure mode."""
     body = await read_model(request, EndpointUpdate)
     result = await ctx(request).registry.update(
         request.match_info["env"],
@@ -247,17 +338,8 @@ async def update_endpoint(request: web.Request) -> web.Response:
     return json_response(result)
 
 
-@routes.get("/api/orders")
-async def list_orders(request: web.Request) -> web.Response:
-    query = select(MerchantOrder).order_by(MerchantOrder.updated_at.desc())
-    if "env" in request.query:
-        query = query.where(MerchantOrder.env == request.query["env"])
-    async with ctx(request).sessions() as session:
-        rows = (await session.scalars(query.limit(_limit(request)))).all()
-    return json_response({"data": [order_json(o) for o in rows]})
-
-
 def order_json(order: MerchantOrder) -> dict[str, Any]:
+    """Return the merchant's view of an order."""
     return {
         "order_id": order.order_id,
         "env": order.env,
@@ -269,13 +351,51 @@ def order_json(order: MerchantOrder) -> dict[str, Any]:
         "sequence": order.sequence,
         "last_event_id": order.last_event_id,
         "last_event_type": order.last_event_type,
+        "first_seen_at": order.first_seen_at.isoformat(),
         "updated_at": order.updated_at.isoformat(),
+        "snapshot": order.snapshot,
     }
+
+
+@routes.get("/api/orders")
+async def list_orders(request: web.Request) -> web.Response:
+    """List the orders that validly signed events have named, newest first."""
+    query = select(MerchantOrder)
+    env = _env_query(request)
+    if env is not None:
+        query = query.where(MerchantOrder.env == env)
+    limit = _limit(request)
+    cursor = text_query(request, "cursor")
+    async with ctx(request).sessions() as session:
+        if cursor is not None:
+            anchor = await session.get(MerchantOrder, cursor)
+            if anchor is None:
+                raise ValidationFailed(
+                    f"cursor={cursor[:40]!r} is not an order id from next_cursor",
+                    field="cursor",
+                )
+            query = query.where(
+                (MerchantOrder.first_seen_at < anchor.first_seen_at)
+                | (
+                    (MerchantOrder.first_seen_at == anchor.first_seen_at)
+                    & (MerchantOrder.order_id < anchor.order_id)
+                )
+            )
+        query = query.order_by(
+            MerchantOrder.first_seen_at.desc(), MerchantOrder.order_id.desc()
+        ).limit(limit + 1)
+        rows = list((await session.scalars(query)).all())
+    page = rows[:limit]
+    next_cursor = page[-1].order_id if len(rows) > limit else None
+    return json_response(
+        {"data": [order_json(o) for o in page], "next_cursor": next_cursor}
+    )
 
 
 @routes.get("/api/orders/{order_id}")
 async def get_order(request: web.Request) -> web.Response:
-    order_id = request.match_info["order_id"]
+    """Return the merchant's view of one order."""
+    order_id = path_text(request, "order_id")
     async with ctx(request).sessions() as session:
         order = await session.get(MerchantOrder, order_id)
     if order is None:
@@ -284,84 +404,3 @@ async def get_order(request: web.Request) -> web.Response:
             order_id=order_id,
         )
     return json_response(order_json(order))
-
-
-async def _connection(request: web.Request) -> dict[str, str]:
-    async with ctx(request).sessions() as session:
-        saved = await session.get(Setting, "connection")
-    connection = dict(ctx(request).default_connection)
-    if saved is not None:
-        connection.update(saved.value)
-    return connection
-
-
-@routes.get("/api/connection")
-async def get_connection(request: web.Request) -> web.Response:
-    return json_response(await _connection(request))
-
-
-@routes.put("/api/connection")
-async def put_connection(request: web.Request) -> web.Response:
-    body = await read_model(request, Connection)
-    value = body.model_dump(exclude_none=True)
-    async with ctx(request).sessions() as session:
-        saved = await session.get(Setting, "connection", with_for_update=True)
-        if saved is None:
-            session.add(Setting(key="connection", value=value))
-        else:
-            saved.value = {**saved.value, **value}
-        await session.commit()
-    log.info("connection saved base_url=%s", value.get("base_url"))
-    return json_response(await _connection(request))
-
-
-async def _call_ventra(
-    request: web.Request, method: str, path: str, body: dict[str, Any] | None = None
-) -> web.Response:
-    connection = await _connection(request)
-    base_url = request.headers.get("x-api-base-url") or connection.get("base_url")
-    api_key = request.headers.get("x-api-key") or connection.get("api_key")
-    if not base_url or not api_key:
-        raise SimError(
-            "no Ventra connection is saved; PUT /api/connection with base_url and"
-            " api_key, or send x-api-base-url and x-api-key",
-            code="connection_missing",
-            http_status=409,
-        )
-    status, data = await ctx(request).client.call(
-        method, base_url, api_key, path, body,
-        idempotency_key=request.headers.get("Idempotency-Key"),
-    )
-    return json_response(data, status=status)
-
-
-@routes.post("/api/dev/orders")
-async def dev_create(request: web.Request) -> web.Response:
-    body = await read_model(request, DevOrder)
-    return await _call_ventra(request, "POST", "/v1/orders", body.model_dump(exclude_none=True))
-
-
-@routes.post("/api/dev/orders/{order_id}/{action:pay|release}")
-async def dev_action(request: web.Request) -> web.Response:
-    order_id = request.match_info["order_id"]
-    action = request.match_info["action"]
-    return await _call_ventra(request, "POST", f"/v1/orders/{order_id}/{action}")
-
-
-@routes.post("/api/dev/orders/{order_id}/refund")
-async def dev_refund(request: web.Request) -> web.Response:
-    body = await read_model(request, DevRefund, optional=True)
-    order_id = request.match_info["order_id"]
-    return await _call_ventra(
-        request, "POST", f"/v1/orders/{order_id}/refund", body.model_dump(exclude_none=True)
-    )
-
-
-@routes.post("/api/events/{event_id}/retry")
-async def retry_event(request: web.Request) -> web.Response:
-    event_id = request.match_info["event_id"]
-    return await _call_ventra(request, "POST", f"/v1/events/{event_id}/retry")
-
-
-def known_env(env: str) -> bool:
-    return env in ENVIRONMENTS

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import select
@@ -25,7 +25,7 @@ def setting_json(setting: EndpointSetting) -> dict[str, Any]:
         "env": setting.env,
         "mode": setting.mode,
         "options": setting.options,
-        "mode_summary": ModeSettings(setting.mode, dict(setting.options)).summary(),
+        "mode_summary": ModeSettings(setting.mode, dict(setting.options)).summary,
         "secret": setting.secret,
         "secret_fingerprint": fingerprint(setting.secret) if setting.secret else None,
         "updated_at": setting.updated_at.isoformat(),
@@ -42,20 +42,28 @@ class EndpointRegistry:
     def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
         self._sessions = sessions
         self._settings: dict[str, EndpointSetting] = {}
+        # Built once per change, because the receiver reads it on every request.
+        self._modes: dict[str, ModeSettings] = {}
 
     async def load(self) -> None:
         """Create the rows of missing environments and read all settings."""
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         async with self._sessions() as session:
             for env in ENVIRONMENTS:
                 await session.execute(
                     insert(EndpointSetting)
-                    .values(env=env, secret=None, mode="normal", options={}, updated_at=now)
+                    .values(
+                        env=env, secret=None, mode="normal", options={}, updated_at=now
+                    )
                     .on_conflict_do_nothing(index_elements=["env"])
                 )
             await session.commit()
             rows = await session.scalars(select(EndpointSetting))
             self._settings = {row.env: row for row in rows}
+        self._modes = {
+            env: ModeSettings(row.mode, dict(row.options))
+            for env, row in self._settings.items()
+        }
 
     def secret(self, env: str) -> str | None:
         """Return the secret in force for ``env``, or None when unset."""
@@ -64,10 +72,7 @@ class EndpointRegistry:
 
     def mode(self, env: str) -> ModeSettings:
         """Return the failure mode in force for ``env``."""
-        setting = self._settings.get(env)
-        if setting is None:
-            return ModeSettings()
-        return ModeSettings(setting.mode, dict(setting.options))
+        return self._modes.get(env) or ModeSettings()
 
     def list(self) -> list[dict[str, Any]]:
         """Return the API view of every environment's settings."""
@@ -113,9 +118,10 @@ class EndpointRegistry:
                 setting.options = clean
             elif clean:
                 setting.options = {**setting.options, **clean}
-            setting.updated_at = datetime.now(timezone.utc)
+            setting.updated_at = datetime.now(UTC)
             await session.commit()
             self._settings[env] = setting
+            self._modes[env] = ModeSettings(setting.mode, dict(setting.options))
         log.info(
             "endpoint settings updated env=%s mode=%s secret_fingerprint=%s",
             env,
@@ -128,7 +134,9 @@ class EndpointRegistry:
 def check_secret(secret: str) -> None:
     """Reject a secret that could never match what Ventra signs with."""
     if not secret:
-        raise ValidationFailed("secret is empty; paste the endpoint's secret", field="secret")
+        raise ValidationFailed(
+            "secret is empty; paste the endpoint's secret", field="secret"
+        )
     if secret != secret.strip():
         raise ValidationFailed(
             "secret has leading or trailing whitespace; the signature is keyed"

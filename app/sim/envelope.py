@@ -122,8 +122,10 @@ def parse_event(body: bytes) -> tuple[ParsedEvent | None, str | None]:
             payload_json = json.dumps(data, ensure_ascii=False)
         else:
             # Without escapes the text has no NUL or lone surrogate, so
-            # PostgreSQL can store it as it came.
-            _check_depth(data)
+            # PostgreSQL can store it as it came. Nesting cannot be deeper than
+            # the count of opening brackets, so most bodies skip the walk.
+            if text.count("{") + text.count("[") > MAX_DEPTH:
+                _check_depth(data)
             payload_json = text
     except _TooDeep:
         return None, f"the body is JSON nested deeper than {MAX_DEPTH} levels"

@@ -25,7 +25,7 @@ class ValidationFailed(SimError):
 
 
 class UpstreamError(SimError):
-    """Ventra answered with an error; its status and code are passed on."""
+    """Ventra could not be reached or failed; the URL tried is in the message."""
 
     status = 502
     code = "ventra_unreachable"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, LargeBinary, Text
+from sqlalchemy import JSON, BigInteger, LargeBinary, Text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import DateTime
@@ -59,9 +59,11 @@ class Attempt(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
     received_at: Mapped[datetime]
+    method: Mapped[str]
     env: Mapped[str]
     known_env: Mapped[bool]
-    headers: Mapped[dict[str, Any]]
+    # [name, value] pairs in the order received, repeated names kept.
+    headers: Mapped[list[list[str]]] = mapped_column(JSON)
     body: Mapped[bytes] = mapped_column(LargeBinary)
     body_size: Mapped[int]
     event_id: Mapped[str | None]
@@ -74,6 +76,7 @@ class Attempt(Base):
     standard_signature_error: Mapped[str | None]
     parse_error: Mapped[str | None]
     mode: Mapped[str]
+    mode_options: Mapped[dict[str, Any]] = mapped_column(JSON)
     status_code: Mapped[int | None]
     held_ms: Mapped[int]
     outcome: Mapped[str]
@@ -95,6 +98,9 @@ class MerchantOrder(Base):
     last_event_id: Mapped[str]
     last_event_type: Mapped[str]
     snapshot: Mapped[dict[str, Any]]
+    # When the first validly signed event of the order was stored; never
+    # changes, so it orders lists stably.
+    first_seen_at: Mapped[datetime]
     updated_at: Mapped[datetime]
 
 

@@ -1,13 +1,14 @@
-"""Failure modes of the receiver, for training: how each request is answered.
+"""Failure modes of the receiver, for training: how the receiver responds.
 
 - ``normal``: 200, or 401 for an invalid signature and 400 for a body
   that is not an event.
-- ``offline``: 503 at once.
-- ``timeout``: holds the response until the sender hangs up, or answers
-  504 after ``timeout_cap_seconds``.
-- ``flaky``: fails ``flaky_percent`` percent of requests with 503, at random.
-- ``slow``: answers as ``normal`` after ``slow_ms`` milliseconds.
-- ``status``: answers ``status`` to every request, with ``Retry-After``
+- ``offline``: 503 at once, with ``Retry-After`` when ``retry_after`` is set.
+- ``timeout``: keeps the request open until the sender hangs up, or
+  returns 504 after ``timeout_cap_seconds``.
+- ``flaky``: fails ``flaky_percent`` percent of requests at random with 503,
+  and ``Retry-After`` when ``retry_after`` is set.
+- ``slow``: responds as ``normal`` after ``slow_ms`` milliseconds.
+- ``status``: returns ``status`` to every request, with ``Retry-After``
   when ``retry_after`` is set.
 """
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 MODES = ("normal", "offline", "timeout", "flaky", "slow", "status")
@@ -64,6 +66,7 @@ class ModeSettings:
     def timeout_cap(self) -> float:
         return float(self.option("timeout_cap_seconds") or DEFAULT_TIMEOUT_CAP_SECONDS)
 
+    @cached_property
     def summary(self) -> dict[str, Any]:
         """Return the mode and every option in force, defaults included."""
         options = {}
@@ -86,9 +89,15 @@ def validate_options(mode: str, options: dict[str, Any]) -> dict[str, int]:
     for key, value in options.items():
         if key not in allowed:
             names = ", ".join(allowed) or "none"
-            raise ValueError(f"{key} is not an option of mode {mode}; its options: {names}")
+            raise ValueError(
+                f"{key} is not an option of mode {mode}; its options: {names}"
+            )
         low, high, _ = allowed[key]
-        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int)
+            or not low <= value <= high
+        ):
             raise ValueError(
                 f"{key}={value!r} is invalid; use a whole number from {low} to {high}"
             )

@@ -1,4 +1,10 @@
-"""The webhook receiver: read the raw body once, verify, answer by mode, record."""
+"""The webhook receiver: read the raw body once, verify, respond by mode, record.
+
+Every request that reaches the handler is stored as exactly one attempt,
+whatever its method, environment, headers or body. Requests that aiohttp's
+HTTP parser rejects (a malformed request line, a control character in a
+header) get a 400 from aiohttp itself and never reach it.
+"""
 
 from __future__ import annotations
 
@@ -7,279 +13,388 @@ import json
 import logging
 import re
 import time
-from dataclasses import dataclass
-from datetime import datetime, timezone
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
+from aiohttp.web_protocol import RequestPayloadError
 
 from app.core.config import ENVIRONMENTS
-from app.core.signatures import verify_hex, verify_standard
+from app.core.http import foreign_request_error
 from app.sim.endpoints import EndpointRegistry
+from app.sim.envelope import ParsedEvent, parse_event
 from app.sim.modes import ModeSettings, flaky_fails
-from app.sim.store import AttemptRecord, ParsedEvent, ReceiverStore
+from app.sim.store import AttemptRecord, ReceiverStore
+from app.sim.verification import Verdict, verify
 
 log = logging.getLogger("sim.receiver")
 
 MAX_WEBHOOK_BYTES = 256 * 1024
-# Standard Webhooks timestamps older or newer than this are rejected.
-TIMESTAMP_TOLERANCE_SECONDS = 300
-HEX_SIGNATURE = re.compile(r"[0-9a-f]{64}")
+# Past the limit, the rest of a body is read and dropped up to this many
+# bytes, so the sender can read the 413; beyond it the connection is closed.
+MAX_DRAIN_BYTES = 8 * 1024 * 1024
+READ_CHUNK_BYTES = 64 * 1024
+HOLD_POLL_SECONDS = 0.05
+ATTEMPT_HEADER = re.compile(r"[0-9]{1,9}")
+NOT_AN_ENV = "n/a"
 
 
 @dataclass
-class Verdict:
-    """The result of checking both signature schemes."""
+class Body:
+    """The bytes read from a request and why reading stopped early, if it did."""
 
-    valid: bool
-    error: str | None
-    standard_valid: bool | None
-    standard_error: str | None
+    data: bytes = b""
+    size: int = 0
+    problem: str | None = None
+    complete: bool = True
+
+
+@dataclass
+class Decision:
+    """The status, outcome, JSON body and headers chosen for a request."""
+
+    status: int | None
+    outcome: str
+    payload: dict[str, Any] = field(default_factory=dict)
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def printable(text: str, limit: int = 64) -> str:
+    """Return ``text`` cut to ``limit`` characters, control characters escaped.
+
+    PostgreSQL text rejects NUL, and log lines must stay one line each.
+    """
+    cut = text[:limit]
+    if cut.isprintable():
+        return cut
+    return cut.encode("unicode_escape", "backslashreplace").decode("ascii")
 
 
 def headers_json(request: web.Request) -> str:
-    """Serialize every header, in order, keeping repeated names."""
-    pairs = []
-    for name, value in request.raw_headers:
-        pairs.append(
-            [
-                name.decode("latin-1").replace("\x00", ""),
-                value.decode("utf-8", "backslashreplace").replace("\x00", ""),
-            ]
-        )
+    """Serialize every header as received, in order, keeping repeated names.
+
+    Names are decoded as Latin-1 and values as UTF-8, so no byte is lost;
+    an invalid UTF-8 byte in a value is written as ``\\xNN``.
+    """
+    pairs = [
+        [
+            name.decode("latin-1"),
+            value.decode("utf-8", "backslashreplace").replace("\x00", "\\x00"),
+        ]
+        for name, value in request.raw_headers
+    ]
     return json.dumps(pairs)
 
 
-def verify(secret: str | None, request: web.Request, body: bytes) -> Verdict:
-    """Check ``X-Signature`` and, when present, the Standard Webhooks headers."""
-    if secret is None:
-        return Verdict(False, "no secret is set for this environment", None, None)
+async def read_body(request: web.Request) -> Body:
+    """Read the raw body once, up to the size limit.
 
-    received = request.headers.get("X-Signature")
-    if received is None:
-        valid, error = False, "X-Signature header is missing"
-    elif not HEX_SIGNATURE.fullmatch(received):
-        valid, error = False, "X-Signature is not 64 lowercase hex characters"
-    elif verify_hex(secret, body, received):
-        valid, error = True, None
-    else:
-        valid, error = False, "X-Signature does not match the body and the secret"
-
-    standard_valid, standard_error = _verify_standard(secret, request, body)
-    return Verdict(valid, error, standard_valid, standard_error)
-
-
-def _verify_standard(
-    secret: str, request: web.Request, body: bytes
-) -> tuple[bool | None, str | None]:
-    msg_id = request.headers.get("webhook-id")
-    stamp = request.headers.get("webhook-timestamp")
-    header = request.headers.get("webhook-signature")
-    if msg_id is None and stamp is None and header is None:
-        return None, None
-    if msg_id is None or stamp is None or header is None:
-        return False, "a Standard Webhooks header is missing"
-    if not stamp.isdigit():
-        return False, f"webhook-timestamp {stamp[:20]!r} is not a Unix time"
-    skew = int(stamp) - time.time()
-    if abs(skew) > TIMESTAMP_TOLERANCE_SECONDS:
-        return False, f"webhook-timestamp is {int(skew)} s from now; tolerance is 300 s"
-    if not verify_standard(secret, msg_id, int(stamp), body, header):
-        return False, "webhook-signature does not match"
-    return True, None
-
-
-def parse_event(body: bytes) -> tuple[ParsedEvent | None, str | None]:
-    """Parse a Ventra envelope, or say why the body is not one."""
-    if not body:
-        return None, "the body is empty"
-    try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        return None, f"the body is not UTF-8 (byte {exc.start})"
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        return None, f"the body is not JSON: {exc.msg} at position {exc.pos}"
-    if not isinstance(data, dict):
-        return None, "the body is JSON but not an object"
-    event_id, event_type = data.get("id"), data.get("type")
-    if not isinstance(event_id, str) or not event_id or len(event_id) > 100:
-        return None, "the body has no event id"
-    if not isinstance(event_type, str) or len(event_type) > 100:
-        return None, "the body has no event type"
-    order_id = data.get("order_id")
-    sequence = data.get("sequence")
-    env = data.get("env")
-    return (
-        ParsedEvent(
-            event_id=event_id,
-            type=event_type,
-            env=env if isinstance(env, str) else "",
-            order_id=order_id if isinstance(order_id, str) else None,
-            sequence=(
-                sequence
-                if isinstance(sequence, int)
-                and not isinstance(sequence, bool)
-                and 0 <= sequence < 2**62
-                else None
-            ),
-            payload=data,
-            payload_json=json.dumps(data, ensure_ascii=False).replace("\\u0000", ""),
-        ),
-        None,
-    )
-
-
-async def _hold(request: web.Request, cap: float) -> bool:
-    """Hold the request until the sender disconnects or ``cap`` passes.
-
-    Returns True when the sender gave up first.
+    ``StreamReader.read(n)`` returns what has arrived, up to ``n`` bytes, so
+    the body is read in a loop until the end of the payload.
     """
-    deadline = time.monotonic() + cap
-    while time.monotonic() < deadline:
-        transport = request.transport
-        if transport is None or transport.is_closing():
+    body = Body()
+    chunks: list[bytes] = []
+    try:
+        while chunk := await request.content.read(READ_CHUNK_BYTES):
+            kept = max(0, min(len(chunk), MAX_WEBHOOK_BYTES - body.size))
+            chunks.append(chunk[:kept])
+            body.size += len(chunk)
+            if body.size > MAX_WEBHOOK_BYTES:
+                body.problem = "too_large"
+                body.complete = await _drain(request, body)
+                break
+    except RequestPayloadError as exc:
+        body.problem = "bad_framing"
+        log.debug("webhook body unreadable error=%s", exc)
+    except OSError:
+        # aiohttp sets ConnectionResetError on the payload when the peer hangs up.
+        body.problem = "disconnected"
+        body.complete = False
+    body.data = b"".join(chunks)
+    return body
+
+
+async def _drain(request: web.Request, body: Body) -> bool:
+    """Read and drop the rest of a body over the limit; True if it ended."""
+    while body.size <= MAX_WEBHOOK_BYTES + MAX_DRAIN_BYTES:
+        chunk = await request.content.read(READ_CHUNK_BYTES)
+        if not chunk:
             return True
-        await asyncio.sleep(0.05)
+        body.size += len(chunk)
     return False
 
 
+def _error(status: int, outcome: str, code: str, message: str) -> Decision:
+    return Decision(status, outcome, {"error": code, "message": message})
+
+
+def _foreign(request: web.Request, hosts: set[str]) -> Decision | None:
+    """Decide the response to another site's request as the other routes do."""
+    rejection = foreign_request_error(request, hosts)
+    if rejection is None:
+        return None
+    assert isinstance(rejection.body, bytes)
+    payload = json.loads(rejection.body)
+    return Decision(rejection.status, payload["error"], payload)
+
+
+def _request_error(
+    request: web.Request, env: str, body: Body, hosts: set[str]
+) -> Decision | None:
+    """Decide the response to a request that is not a delivery, before any mode."""
+    foreign = _foreign(request, hosts)
+    if foreign is not None:
+        return foreign
+    if request.method != "POST":
+        decision = _error(
+            405,
+            "method_not_allowed",
+            "method_not_allowed",
+            f"{request.method} is not allowed on the receiver; Ventra sends POST",
+        )
+        decision.headers["Allow"] = "POST"
+        return decision
+    if env not in ENVIRONMENTS:
+        return _error(
+            404,
+            "unknown_env",
+            "unknown_environment",
+            f"environment {printable(env)!r} not found; use one of"
+            f" {', '.join(ENVIRONMENTS)}",
+        )
+    if body.problem == "too_large":
+        return _error(
+            413,
+            "too_large",
+            "payload_too_large",
+            f"the body is over the limit of {MAX_WEBHOOK_BYTES} bytes",
+        )
+    if body.problem == "bad_framing":
+        return _error(
+            400,
+            "bad_framing",
+            "bad_request",
+            "the body could not be read as sent: its framing or its"
+            " Content-Encoding is invalid; send the event JSON uncompressed",
+        )
+    return None
+
+
+def _mode_decision(mode: ModeSettings) -> Decision | None:
+    """Decide the response of a failure mode that ignores the request's content."""
+    decision = None
+    if mode.mode == "offline":
+        decision = _error(
+            503, "offline", "offline", "the receiver is offline (mode offline)"
+        )
+    elif mode.mode == "flaky" and flaky_fails(mode.flaky_percent):
+        decision = _error(
+            503,
+            "flaky_failure",
+            "flaky",
+            f"flaky mode failed this request ({mode.flaky_percent}% fail)",
+        )
+    elif mode.mode == "status":
+        code = mode.fixed_status
+        decision = _error(
+            code, f"fixed_status_{code}", "fixed_status", f"status mode returns {code}"
+        )
+    if decision is None or mode.retry_after is None:
+        return decision
+    if decision.status is not None and decision.status >= 300:
+        decision.headers["Retry-After"] = str(mode.retry_after)
+    return decision
+
+
+def _content_decision(
+    verdict: Verdict, event: ParsedEvent | None, error: str | None
+) -> Decision:
+    """Decide the response by signature and content, as a merchant's handler would."""
+    if not verdict.valid:
+        return _error(
+            401,
+            "signature_invalid",
+            "invalid_signature",
+            verdict.error or "the signature is invalid",
+        )
+    if event is None:
+        return _error(
+            400, "unparsable", "invalid_event", error or "the body is not an event"
+        )
+    return Decision(200, "accepted", {"received": True})
+
+
 class Receiver:
-    """Handle ``POST /api/webhooks/ventra/{env}``."""
+    """Handle every request to ``/api/webhooks/ventra/{env}``."""
 
     def __init__(
         self,
         registry: EndpointRegistry,
         store: ReceiverStore,
-        on_attempt: Any = None,
+        hosts: Callable[[], set[str]],
+        on_attempt: Callable[[int], None] | None = None,
     ) -> None:
         self._registry = registry
         self._store = store
+        self._hosts = hosts
         self._on_attempt = on_attempt
+        # Set when the server stops, so held requests end at once.
+        self.stopping = asyncio.Event()
+        # Requests held by timeout mode right now.
+        self.holding = 0
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
+        """Read, verify, decide by mode, store one attempt, then respond."""
         started = time.monotonic()
-        received_at = datetime.now(timezone.utc)
+        received_at = datetime.now(UTC)
         env = request.match_info["env"]
         known_env = env in ENVIRONMENTS
-        body, too_large = await self._read(request)
+        body = await read_body(request)
         mode = self._registry.mode(env) if known_env else ModeSettings()
-        verdict = verify(self._registry.secret(env) if known_env else None, request, body)
-        event, parse_error = parse_event(body) if not too_large else (None, "over the size limit")
 
-        status, outcome, payload, extra_headers = self._decide(
-            known_env, env, too_large, verdict, event, parse_error, mode
-        )
-        if mode.mode == "timeout" and known_env:
-            gave_up = await _hold(request, mode.timeout_cap)
-            if gave_up:
-                status, outcome = None, "sender_gave_up"
-            else:
-                status, outcome = 504, "timeout_cap_reached"
-                payload = {"error": "timeout_mode", "message": "held until the cap"}
-        elif mode.mode == "slow" and known_env:
-            await asyncio.sleep(mode.slow_ms / 1000)
+        secret = self._registry.secret(env) if known_env else None
+        verdict = verify(secret, request, body.data)
+        event, parse_error = (None, None)
+        if body.problem is None:
+            event, parse_error = parse_event(body.data)
 
-        held_ms = int((time.monotonic() - started) * 1000)
+        decision = _request_error(request, env, body, self._hosts())
+        if decision is None and not body.complete:
+            decision = Decision(None, "sender_disconnected")
+        if decision is None:
+            decision = await self._decide_by_mode(
+                request, mode, verdict, event, parse_error
+            )
+
         record = AttemptRecord(
             received_at=received_at,
-            env=env[:64],
+            method=printable(request.method, 16),
+            env=printable(env),
             known_env=known_env,
             headers_json=headers_json(request),
-            body=body,
+            body=body.data,
+            body_size=body.size,
             event=event,
-            delivery_attempt=_int_header(request.headers.get("X-Ventra-Attempt")),
+            delivery_attempt=_attempt_number(request.headers.get("X-Ventra-Attempt")),
             signature_valid=verdict.valid,
             signature_error=verdict.error,
             standard_signature_valid=verdict.standard_valid,
             standard_signature_error=verdict.standard_error,
             parse_error=parse_error,
-            mode=mode.mode if known_env else "n/a",
-            status_code=status,
-            held_ms=held_ms,
-            outcome=outcome,
-            apply_to_view=status is not None and 200 <= status < 300 and verdict.valid,
+            mode=mode.mode if known_env else NOT_AN_ENV,
+            mode_options=mode.summary if known_env else {},
+            status_code=decision.status,
+            held_ms=int((time.monotonic() - started) * 1000),
+            outcome=decision.outcome,
+            apply_to_view=decision.status is not None
+            and 200 <= decision.status < 300
+            and verdict.valid,
         )
-        # The write is shielded: a sender that hangs up must not cancel it.
-        attempt_id, is_new = await asyncio.shield(self._store.save(record))
-        log.info(
-            "webhook received attempt_id=%d env=%s event_id=%s signature_valid=%s"
-            " mode=%s status=%s held_ms=%d",
-            attempt_id, env[:64], event.event_id if event else None, verdict.valid,
-            record.mode, status, held_ms,
+        attempt_id, is_new = await self._save(record)
+        return self._respond(
+            request, decision, attempt_id, event, is_new, body.complete
         )
-        if self._on_attempt is not None:
-            self._on_attempt(attempt_id)
-        if status is None:
-            return web.Response(status=499)
-        payload.setdefault("attempt_id", attempt_id)
-        if event is not None:
-            payload.setdefault("event_id", event.event_id)
-            payload["duplicate"] = not is_new
-        return web.json_response(payload, status=status, headers=extra_headers)
 
-    async def _read(self, request: web.Request) -> tuple[bytes, bool]:
-        body = await request.content.read(MAX_WEBHOOK_BYTES + 1)
-        if len(body) > MAX_WEBHOOK_BYTES:
-            # Drain the rest so the connection stays usable; keep what fits.
-            while await request.content.read(65536):
-                pass
-            return body[:MAX_WEBHOOK_BYTES], True
-        return body, False
-
-    def _decide(
+    async def _decide_by_mode(
         self,
-        known_env: bool,
-        env: str,
-        too_large: bool,
+        request: web.Request,
+        mode: ModeSettings,
         verdict: Verdict,
         event: ParsedEvent | None,
         parse_error: str | None,
-        mode: ModeSettings,
-    ) -> tuple[int, str, dict[str, Any], dict[str, str]]:
-        """Choose the status, outcome and body of the answer."""
-        if not known_env:
-            return 404, "unknown_env", {
-                "error": "unknown_environment",
-                "message": f"environment {env[:64]!r} not found; use one of"
-                f" {', '.join(ENVIRONMENTS)}",
-            }, {}
-        if too_large:
-            return 413, "too_large", {
-                "error": "payload_too_large",
-                "message": f"the body is over {MAX_WEBHOOK_BYTES} bytes",
-            }, {}
-        if mode.mode == "offline":
-            return 503, "offline", {"error": "offline", "message": "receiver is offline"}, {}
-        if mode.mode == "flaky" and flaky_fails(mode.flaky_percent):
-            return 503, "flaky_failure", {
-                "error": "flaky",
-                "message": f"flaky mode failed this request ({mode.flaky_percent}%)",
-            }, {}
-        if mode.mode == "status":
-            headers = {}
-            if mode.retry_after is not None:
-                headers["Retry-After"] = str(mode.retry_after)
-            code = mode.fixed_status
-            return code, f"fixed_status_{code}", {
-                "error": "fixed_status",
-                "message": f"status mode answers {code}",
-            }, headers
-        if not verdict.valid:
-            return 401, "signature_invalid", {
-                "error": "invalid_signature",
-                "message": verdict.error or "signature invalid",
-            }, {}
-        if event is None:
-            return 400, "unparsable", {
-                "error": "invalid_event",
-                "message": parse_error or "not an event",
-            }, {}
-        return 200, "accepted", {"received": True}, {}
+    ) -> Decision:
+        if mode.mode == "timeout":
+            self.holding += 1
+            try:
+                return await self._hold(request, mode.timeout_cap)
+            finally:
+                self.holding -= 1
+        decision = _mode_decision(mode)
+        if decision is not None:
+            return decision
+        if mode.mode == "slow":
+            await self._sleep(mode.slow_ms / 1000)
+        return _content_decision(verdict, event, parse_error)
+
+    async def _hold(self, request: web.Request, cap: float) -> Decision:
+        """Hold the request until the sender hangs up or ``cap`` seconds pass."""
+        deadline = time.monotonic() + cap
+        while time.monotonic() < deadline:
+            transport = request.transport
+            if transport is None or transport.is_closing():
+                return Decision(None, "sender_gave_up")
+            if await self._sleep(HOLD_POLL_SECONDS):
+                return _error(
+                    503, "server_stopping", "stopping", "the receiver is stopping"
+                )
+        return _error(
+            504,
+            "timeout_cap_reached",
+            "timeout_mode",
+            f"timeout mode held the request for its cap of {cap:g} s",
+        )
+
+    async def _sleep(self, seconds: float) -> bool:
+        """Sleep, ending early when the server stops; True if it stopped."""
+        try:
+            await asyncio.wait_for(self.stopping.wait(), seconds)
+        except TimeoutError:
+            return False
+        return True
+
+    async def _save(self, record: AttemptRecord) -> tuple[int, bool]:
+        # Shielded: a sender that hangs up while the row is written must not
+        # leave the request unrecorded.
+        attempt_id, is_new = await asyncio.shield(self._store.save(record))
+        event = record.event
+        log.info(
+            "webhook received attempt_id=%d env=%s event_id=%s signature_valid=%s"
+            " mode=%s status=%s outcome=%s held_ms=%d",
+            attempt_id,
+            record.env,
+            event.event_id if event else None,
+            record.signature_valid,
+            record.mode,
+            record.status_code,
+            record.outcome,
+            record.held_ms,
+        )
+        if self._on_attempt is not None:
+            self._on_attempt(attempt_id)
+        return attempt_id, is_new
+
+    def _respond(
+        self,
+        request: web.Request,
+        decision: Decision,
+        attempt_id: int,
+        event: ParsedEvent | None,
+        is_new: bool,
+        complete: bool,
+    ) -> web.StreamResponse:
+        if decision.status is None:
+            # The sender has hung up, so this status is never sent.
+            response = web.Response(status=499)
+            response.force_close()
+            return response
+        payload = {**decision.payload, "attempt_id": attempt_id}
+        if event is not None and decision.status < 300:
+            payload["event_id"] = event.event_id
+            payload["duplicate"] = not is_new
+        response = web.Response(
+            body=json.dumps(payload, ensure_ascii=False).encode("utf-8"),
+            status=decision.status,
+            content_type="application/json",
+            headers=decision.headers,
+        )
+        if not complete:
+            response.force_close()
+        return response
 
 
-def _int_header(value: str | None) -> int | None:
-    if value is None or not value.isdigit() or len(value) > 9:
+def _attempt_number(value: str | None) -> int | None:
+    if value is None or not ATTEMPT_HEADER.fullmatch(value):
         return None
     return int(value)

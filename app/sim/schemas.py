@@ -15,14 +15,18 @@ class EndpointUpdate(Strict):
     """Body of ``PUT /api/endpoints/{env}``."""
 
     secret: Annotated[StrictStr, Field(max_length=256)] | None = None
-    mode: Literal["normal", "offline", "timeout", "flaky", "slow", "status"] | None = None
+    mode: Literal["normal", "offline", "timeout", "flaky", "slow", "status"] | None = (
+        None
+    )
     options: dict[str, Any] | None = None
 
 
 class Connection(Strict):
     """Body of ``PUT /api/connection``: how the merchant reaches Ventra."""
 
-    base_url: Annotated[StrictStr, Field(max_length=2048, pattern=r"^https?://")] | None = None
+    base_url: (
+        Annotated[StrictStr, Field(max_length=2048, pattern=r"^https?://")] | None
+    ) = None
     api_key: Annotated[StrictStr, Field(min_length=1, max_length=256)] | None = None
 
 

@@ -42,7 +42,8 @@ def resolve_token(configured: str | None, runtime_dir: Path) -> str:
         return configured
     path = runtime_dir / "sim_token"
     if path.exists():
-        # Tighten a file whose mode was loosened by hand: it holds a credential.
+        # Tighten a file whose mode was loosened by hand, because it contains a
+        # credential.
         path.chmod(0o600)
         token = path.read_text(encoding="utf-8").strip()
         if token:

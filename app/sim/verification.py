@@ -81,14 +81,24 @@ def _verify_standard(
     msg_id, stamp, signature = (headers.get(name) for name in STANDARD_HEADERS)
     if msg_id is None and stamp is None and signature is None:
         return None, None
-    missing = [n for n, v in zip(STANDARD_HEADERS, (msg_id, stamp, signature)) if v is None]
+    missing = [
+        n for n, v in zip(STANDARD_HEADERS, (msg_id, stamp, signature)) if v is None
+    ]
     if missing:
-        return False, f"{', '.join(missing)} missing beside the other Standard Webhooks headers"
-    assert msg_id is not None and stamp is not None and signature is not None
+        names = ", ".join(missing)
+        return (
+            False,
+            f"{names} missing: send all three Standard Webhooks headers or none",
+        )
+    assert msg_id is not None
+    assert stamp is not None
+    assert signature is not None
+
     if not PRINTABLE_ASCII.fullmatch(msg_id):
         return False, "webhook-id must be 1 to 256 printable ASCII characters"
     if not ASCII_DIGITS.fullmatch(stamp):
         return False, "webhook-timestamp is not a Unix time in seconds"
+
     skew = int(stamp) - time.time()
     if abs(skew) > TIMESTAMP_TOLERANCE_SECONDS:
         direction = "ahead of" if skew > 0 else "behind"
@@ -96,6 +106,7 @@ def _verify_standard(
             f"webhook-timestamp is {abs(int(skew))} s {direction} the receiver's clock;"
             f" the tolerance is {TIMESTAMP_TOLERANCE_SECONDS} s"
         )
+
     if not signature.isascii():
         return False, "webhook-signature contains non-ASCII characters"
     if not verify_standard(secret, msg_id, int(stamp), body, signature):

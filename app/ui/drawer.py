@@ -60,7 +60,7 @@ class EventDrawer(QWidget):
         self.payload = QPlainTextEdit(readOnly=True)
         self.headers = QPlainTextEdit(readOnly=True)
         self.headers.setMaximumHeight(150)
-        self.attempts = AttemptsModel()
+        self.attempts = AttemptsModel(self)
         table = QTableView()
         table.setModel(self.attempts)
         table.verticalHeader().hide()

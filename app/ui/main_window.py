@@ -57,7 +57,7 @@ class MainWindow(QMainWindow):
         self.resize(1200, 760)
 
         self._build_toolbar()
-        self.events = EventsModel()
+        self.events = EventsModel(self)
         self.events_view = table(self.events)
         self.events_view.clicked.connect(self._event_clicked)
         self.drawer = EventDrawer()
@@ -287,12 +287,19 @@ class MainWindow(QMainWindow):
 
     @Slot()
     def rotate_key(self) -> None:
-        def done(result: dict[str, Any]) -> None:
-            self.client.set_api_key(result["api_key"])
-            self.settings.api_key.setText(result["api_key"])
+        async def rotate() -> str:
+            result = await self.client.ventra("POST", "/settings/api-key")
+            key = result["api_key"]
+            self.client.set_api_key(key)
+            # VentraSim's merchant actions call Ventra with the saved key.
+            await self.client.sim("PUT", "/api/connection", {"api_key": key})
+            return key
+
+        def done(key: str) -> None:
+            self.settings.api_key.setText(key)
             self.statusBar().showMessage("API key rotated; the old key no longer works", 8000)
 
-        self.tasks.run(self.client.ventra("POST", "/settings/api-key"), done, "rotate key")
+        self.tasks.run(rotate(), done, "rotate key")
 
     @Slot(str, str)
     def save_secret(self, env: str, secret: str) -> None:

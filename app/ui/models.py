@@ -5,7 +5,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPersistentModelIndex, Qt
+from PySide6.QtCore import (
+    QAbstractTableModel,
+    QModelIndex,
+    QObject,
+    QPersistentModelIndex,
+    Qt,
+)
 from PySide6.QtGui import QColor
 
 Index = QModelIndex | QPersistentModelIndex
@@ -44,8 +50,10 @@ class RowsModel(QAbstractTableModel):
     columns: list[Column] = []
     key = "id"
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, parent: QObject | None = None) -> None:
+        # A parent ties the model's C++ lifetime to its widget, so the view
+        # never outlives its model when Python drops its last reference.
+        super().__init__(parent)
         self.rows: list[dict[str, Any]] = []
 
     def rowCount(self, parent: Index = QModelIndex()) -> int:  # noqa: B008

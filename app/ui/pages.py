@@ -64,7 +64,7 @@ class OrdersPage(QWidget):
 
     def __init__(self) -> None:
         super().__init__()
-        self.model = OrdersModel()
+        self.model = OrdersModel(self)
         self.view = table(self.model)
         self.view.clicked.connect(self._clicked)
         self.order_id: str | None = None
@@ -150,8 +150,8 @@ class LedgerPage(QWidget):
 
     def __init__(self) -> None:
         super().__init__()
-        self.accounts = AccountsModel()
-        self.transactions = LedgerTransactionsModel()
+        self.accounts = AccountsModel(self)
+        self.transactions = LedgerTransactionsModel(self)
         self.verdict = QLabel("")
         refresh = QPushButton("Refresh")
         refresh.clicked.connect(self.refresh_requested.emit)

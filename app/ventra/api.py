@@ -68,7 +68,9 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
         return await handler(request)
     key = request.headers.get("x-api-key")
     if key is None:
-        raise Unauthorized("the x-api-key header is missing; send the platform's API key")
+        raise Unauthorized(
+            "the x-api-key header is missing; send the platform's API key"
+        )
     if not ctx(request).keys.matches(key):
         log.info("request rejected reason=wrong_api_key path=%s", request.path)
         raise Unauthorized("the x-api-key header does not match the API key in force")
@@ -145,7 +147,9 @@ async def pay_order(request: web.Request) -> web.Response:
 
 @routes.post("/v1/orders/{order_id}/release")
 async def release_order(request: web.Request) -> web.Response:
-    return json_response(await ctx(request).orders.release(path_id(request, "order_id")))
+    return json_response(
+        await ctx(request).orders.release(path_id(request, "order_id"))
+    )
 
 
 @routes.post("/v1/orders/{order_id}/refund")
@@ -163,7 +167,9 @@ async def pay_by_br_code(request: web.Request) -> web.Response:
     try:
         code = pix.parse_br_code(body.br_code)
     except pix.BrCodeError as exc:
-        raise ValidationFailed(str(exc), code="invalid_br_code", field="br_code") from None
+        raise ValidationFailed(
+            str(exc), code="invalid_br_code", field="br_code"
+        ) from None
     return json_response(await ctx(request).orders.pay_by_txid(code.txid, code.amount))
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from datetime import datetime, timezone
 from typing import Any
@@ -135,33 +134,35 @@ async def cancel_pending(session: AsyncSession, env: str, now: datetime) -> int:
 async def fetch_sim_secrets(base_url: str, token: str | None) -> dict[str, str]:
     """Read the secret VentraSim stores for each environment.
 
-    VentraSim's ``GET /api/endpoints`` answers with the bearer token in
-    ``VENTRA_INTERNAL_TOKEN``. A VentraSim that cannot be reached yields no
-    secrets, and the caller falls back to generating them.
+    Ventra sends ``VENTRA_INTERNAL_TOKEN`` as the bearer token of VentraSim's
+    ``GET /api/endpoints``, so it must equal VentraSim's management token. A
+    VentraSim that cannot be reached yields no secrets, and the caller falls
+    back to generating them.
     """
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     timeout = aiohttp.ClientTimeout(total=5)
+    url = f"{base_url.rstrip('/')}/api/endpoints"
     try:
-        async with aiohttp.ClientSession(trust_env=False, timeout=timeout) as http:
-            async with http.get(
-                f"{base_url.rstrip('/')}/api/endpoints", headers=headers
-            ) as response:
-                response.raise_for_status()
-                body = await response.json()
-    except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
-        log.warning(
-            "webhook secrets not resolved from ventrasim url=%s error=%s",
-            base_url, exc,
-        )
+        async with (
+            aiohttp.ClientSession(trust_env=False, timeout=timeout) as http,
+            http.get(url, headers=headers) as response,
+        ):
+            response.raise_for_status()
+            body = await response.json()
+    except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+        log.warning("webhook secrets not resolved from ventrasim url=%s error=%s", url, exc)
         return {}
     found = {
         item["env"]: item["secret"]
         for item in body.get("data", [])
-        if isinstance(item, dict) and item.get("env") in ENVIRONMENTS
-        and isinstance(item.get("secret"), str) and item["secret"]
+        if isinstance(item, dict)
+        and item.get("env") in ENVIRONMENTS
+        and isinstance(item.get("secret"), str)
+        and item["secret"]
     }
     log.info(
         "webhook secrets resolved from ventrasim url=%s envs=%s",
-        base_url, ",".join(sorted(found)),
+        url,
+        ",".join(sorted(found)),
     )
     return found

@@ -12,9 +12,10 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import re
 import time
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from aiohttp import web
 from sqlalchemy import delete, select, update
@@ -30,6 +31,8 @@ log = logging.getLogger("ventra.api")
 
 HEADER = "Idempotency-Key"
 MAX_KEY_LENGTH = 255
+KEY_REGEX = rf"^[\x21-\x7e]{{1,{MAX_KEY_LENGTH}}}$"
+KEY_PATTERN = re.compile(KEY_REGEX)
 # How long a second request waits for the first one's response.
 WAIT_SECONDS = 15.0
 POLL_SECONDS = 0.02
@@ -53,10 +56,10 @@ class IdempotencyInProgress(ApiError):
 
 
 def _check_key(key: str) -> None:
-    if not key or len(key) > MAX_KEY_LENGTH or not key.isprintable():
+    if not KEY_PATTERN.fullmatch(key):
         raise ValidationFailed(
             f"{HEADER} {key[:40]!r} is invalid; use 1 to {MAX_KEY_LENGTH}"
-            " printable characters, such as a UUID",
+            " visible ASCII characters without spaces, such as a UUID",
             field=HEADER,
         )
 
@@ -70,14 +73,18 @@ def _replay(stored: StoredResponse) -> web.Response:
 
 
 class IdempotencyStore:
-    """Claims, completes and reads the rows of ``idempotency_keys``."""
+    """Claims, completes and reads the rows of ``idempotency_keys``.
+
+    NOTE: rows are kept forever; nothing purges old keys yet, as providers
+    do after a day or so.
+    """
 
     def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
         self._sessions = sessions
 
     async def claim(self, key: str, method: str, path: str, digest: str) -> bool:
         """Insert the claim row; return False when the key already has one."""
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         async with self._sessions() as session:
             # A claim that never got a response was left by a crash: drop it.
             await session.execute(
@@ -101,9 +108,11 @@ class IdempotencyStore:
                     created_at=now,
                 )
                 .on_conflict_do_nothing()
+                .returning(IdempotencyRecord.key)
             )
+            claimed = result.first() is not None
             await session.commit()
-        return bool(result.rowcount)
+        return claimed
 
     async def complete(
         self, key: str, method: str, path: str, stored: StoredResponse
@@ -134,9 +143,7 @@ class IdempotencyStore:
             )
             await session.commit()
 
-    async def find(
-        self, key: str, method: str, path: str
-    ) -> IdempotencyRecord | None:
+    async def find(self, key: str, method: str, path: str) -> IdempotencyRecord | None:
         async with self._sessions() as session:
             return await session.scalar(
                 select(IdempotencyRecord).where(

@@ -46,7 +46,9 @@ async def post(
 
     transaction_id = new_id("ltx")
     session.add(
-        LedgerTransaction(id=transaction_id, order_id=order_id, kind=kind, created_at=now)
+        LedgerTransaction(
+            id=transaction_id, order_id=order_id, kind=kind, created_at=now
+        )
     )
     await session.flush()
     session.add_all(
@@ -61,7 +63,10 @@ async def post(
     await session.flush()
     log.info(
         "ledger transaction posted id=%s kind=%s order_id=%s amount=%d",
-        transaction_id, kind, order_id, debits,
+        transaction_id,
+        kind,
+        order_id,
+        debits,
     )
     return transaction_id
 
@@ -178,9 +183,7 @@ async def verify(session: AsyncSession) -> dict[str, Any]:
     The checks read one snapshot (REPEATABLE READ), so orders changing
     meanwhile cannot show up as a false mismatch.
     """
-    await session.connection(
-        execution_options={"isolation_level": "REPEATABLE READ"}
-    )
+    await session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
     violations: list[str] = []
 
     unbalanced = await session.execute(
@@ -214,7 +217,9 @@ async def verify(session: AsyncSession) -> dict[str, Any]:
             """
         )
     )
-    held = await session.scalar(text("SELECT coalesce(sum(held_amount), 0) FROM orders"))
+    held = await session.scalar(
+        text("SELECT coalesce(sum(held_amount), 0) FROM orders")
+    )
     if custody != held:
         violations.append(
             f"escrow custody balance {custody} differs from the held total {held}"

@@ -16,6 +16,7 @@ from pydantic.json_schema import models_json_schema
 from app import __version__
 from app.core.config import ENVIRONMENTS
 from app.ventra import schemas
+from app.ventra.idempotency import KEY_REGEX
 
 REF = "#/components/schemas/{model}"
 ERROR_STATUSES = {
@@ -26,6 +27,7 @@ ERROR_STATUSES = {
     413: "The body is over the size limit.",
     415: "The body is not application/json.",
     422: "A field or query value is invalid.",
+    503: "The delivery worker of this process is not running.",
 }
 PATH_PARAMETERS = {
     "order_id": {"type": "string", "pattern": schemas.ID_REGEX},
@@ -54,43 +56,123 @@ S = schemas
 BODY_ERRORS = (400, 413, 415, 422)
 OPERATIONS = (
     Operation("get", "/health", "Check that the server is up", S.Health, public=True),
-    Operation("post", "/v1/orders", "Create an escrow order and its Pix charge",
-              S.Order, 201, S.CreateOrder, errors=BODY_ERRORS),
-    Operation("get", "/v1/orders", "List orders, newest first", S.OrderList,
-              query=S.OrderQuery, errors=(422,)),
+    Operation(
+        "post",
+        "/v1/orders",
+        "Create an escrow order and its Pix charge",
+        S.Order,
+        201,
+        S.CreateOrder,
+        errors=BODY_ERRORS,
+    ),
+    Operation(
+        "get",
+        "/v1/orders",
+        "List orders, newest first",
+        S.OrderList,
+        query=S.OrderQuery,
+        errors=(422,),
+    ),
     Operation("get", "/v1/orders/{order_id}", "Get an order", S.Order, errors=(404,)),
-    Operation("post", "/v1/orders/{order_id}/pay", "Simulate the Pix payment",
-              S.Order, errors=(404, 409)),
-    Operation("post", "/v1/orders/{order_id}/release",
-              "Release what is held to the merchant", S.Order, errors=(404, 409)),
-    Operation("post", "/v1/orders/{order_id}/refund",
-              "Refund the buyer, fully or in part", S.Order, body=S.Refund,
-              body_required=False, errors=(404, 409, *BODY_ERRORS)),
-    Operation("post", "/v1/pix/pay", "Pay a charge by its pasted BR Code", S.Order,
-              body=S.PixPay, errors=(404, 409, *BODY_ERRORS)),
-    Operation("get", "/v1/events", "List events, newest first", S.EventList,
-              query=S.EventQuery, errors=(404, 422)),
-    Operation("post", "/v1/events/retry", "Queue failed deliveries again",
-              S.BulkRetryResult, body=S.BulkRetry, errors=BODY_ERRORS),
+    Operation(
+        "post",
+        "/v1/orders/{order_id}/pay",
+        "Simulate the Pix payment",
+        S.Order,
+        errors=(404, 409),
+    ),
+    Operation(
+        "post",
+        "/v1/orders/{order_id}/release",
+        "Release what is held to the merchant",
+        S.Order,
+        errors=(404, 409),
+    ),
+    Operation(
+        "post",
+        "/v1/orders/{order_id}/refund",
+        "Refund the buyer, fully or in part",
+        S.Order,
+        body=S.Refund,
+        body_required=False,
+        errors=(404, 409, *BODY_ERRORS),
+    ),
+    Operation(
+        "post",
+        "/v1/pix/pay",
+        "Pay a charge by its pasted BR Code",
+        S.Order,
+        body=S.PixPay,
+        errors=(404, 409, *BODY_ERRORS),
+    ),
+    Operation(
+        "get",
+        "/v1/events",
+        "List events, newest first",
+        S.EventList,
+        query=S.EventQuery,
+        errors=(404, 422),
+    ),
+    Operation(
+        "post",
+        "/v1/events/retry",
+        "Queue failed deliveries again",
+        S.BulkRetryResult,
+        body=S.BulkRetry,
+        errors=BODY_ERRORS,
+    ),
     Operation("get", "/v1/events/{event_id}", "Get an event", S.Event, errors=(404,)),
-    Operation("get", "/v1/events/{event_id}/deliveries",
-              "Get an event's delivery and attempts", S.EventDeliveries,
-              errors=(404,)),
-    Operation("post", "/v1/events/{event_id}/retry",
-              "Send an event again as a new attempt", S.RetryResult,
-              errors=(404, 409)),
-    Operation("get", "/v1/webhook-endpoints", "List the webhook endpoints",
-              S.EndpointList),
-    Operation("put", "/v1/webhook-endpoints/{env}", "Change a webhook endpoint",
-              S.Endpoint, body=S.UpdateEndpoint, errors=(404, *BODY_ERRORS)),
-    Operation("get", "/v1/ledger/accounts", "List ledger accounts and balances",
-              S.LedgerAccountList),
-    Operation("get", "/v1/ledger/transactions", "List ledger transactions",
-              S.LedgerTransactionList, query=S.TransactionQuery, errors=(422,)),
-    Operation("get", "/v1/ledger/verify", "Check the ledger invariants",
-              S.LedgerVerification),
-    Operation("post", "/settings/api-key", "Rotate the API key", S.ApiKey,
-              body=S.RotateKey, body_required=False, errors=BODY_ERRORS),
+    Operation(
+        "get",
+        "/v1/events/{event_id}/deliveries",
+        "Get an event's delivery and attempts",
+        S.EventDeliveries,
+        errors=(404,),
+    ),
+    Operation(
+        "post",
+        "/v1/events/{event_id}/retry",
+        "Send an event again as a new attempt",
+        S.RetryResult,
+        errors=(404, 409, 503),
+    ),
+    Operation(
+        "get", "/v1/webhook-endpoints", "List the webhook endpoints", S.EndpointList
+    ),
+    Operation(
+        "put",
+        "/v1/webhook-endpoints/{env}",
+        "Change a webhook endpoint",
+        S.Endpoint,
+        body=S.UpdateEndpoint,
+        errors=(404, *BODY_ERRORS),
+    ),
+    Operation(
+        "get",
+        "/v1/ledger/accounts",
+        "List ledger accounts and balances",
+        S.LedgerAccountList,
+    ),
+    Operation(
+        "get",
+        "/v1/ledger/transactions",
+        "List ledger transactions",
+        S.LedgerTransactionList,
+        query=S.TransactionQuery,
+        errors=(422,),
+    ),
+    Operation(
+        "get", "/v1/ledger/verify", "Check the ledger invariants", S.LedgerVerification
+    ),
+    Operation(
+        "post",
+        "/settings/api-key",
+        "Rotate the API key",
+        S.ApiKey,
+        body=S.RotateKey,
+        body_required=False,
+        errors=BODY_ERRORS,
+    ),
 )
 
 
@@ -100,9 +182,7 @@ def _component_schemas() -> tuple[dict[Any, Any], dict[str, Any]]:
         models.append((operation.response, "serialization"))
         if operation.body is not None:
             models.append((operation.body, "validation"))
-    refs, document = models_json_schema(
-        list(dict.fromkeys(models)), ref_template=REF
-    )
+    refs, document = models_json_schema(list(dict.fromkeys(models)), ref_template=REF)
     return refs, document.get("$defs", {})
 
 
@@ -147,6 +227,8 @@ def _operation(operation: Operation, refs: dict[Any, Any]) -> dict[str, Any]:
     statuses = set(operation.errors)
     if not operation.public:
         statuses.add(401)
+    if operation.method == "post":
+        statuses.add(422)  # an invalid Idempotency-Key, or one reused
     for status in sorted(statuses):
         responses[str(status)] = {
             "description": ERROR_STATUSES[status],
@@ -164,7 +246,7 @@ def _operation(operation: Operation, refs: dict[Any, Any]) -> dict[str, Any]:
                 "required": False,
                 "description": "A repeated key with the same body returns the"
                 " first response without doing the work again.",
-                "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+                "schema": {"type": "string", "pattern": KEY_REGEX},
             }
         )
 

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
-from typing import Any, Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -31,7 +32,7 @@ class OrderPolicy:
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 class OrderService:
@@ -154,7 +155,9 @@ class OrderService:
                 await self._commit(session, "expire")
             return events.order_snapshot(order, charge)
 
-    async def list(self, *, env: str | None, status: str | None, limit: int) -> list[dict[str, Any]]:
+    async def list(
+        self, *, env: str | None, status: str | None, limit: int
+    ) -> list[dict[str, Any]]:
         """Return orders, newest first."""
         query = select(Order, Charge).join(Charge, Charge.order_id == Order.id)
         if env:
@@ -215,7 +218,9 @@ class OrderService:
             session,
             kind="payment_held",
             order_id=order.id,
-            postings=ledger.transfer(ledger.PIX_SETTLEMENT, ledger.ESCROW_CUSTODY, order.amount),
+            postings=ledger.transfer(
+                ledger.PIX_SETTLEMENT, ledger.ESCROW_CUSTODY, order.amount
+            ),
             now=now,
         )
         await self._emit(session, order, charge, "charge.paid", now)
@@ -223,7 +228,9 @@ class OrderService:
         await self._commit(session, "pay")
         log.info(
             "order paid order_id=%s end_to_end_id=%s amount=%d",
-            order.id, charge.end_to_end_id, order.amount,
+            order.id,
+            charge.end_to_end_id,
+            order.amount,
         )
         return events.order_snapshot(order, charge)
 
@@ -252,10 +259,14 @@ class OrderService:
                 session,
                 kind="release",
                 order_id=order.id,
-                postings=ledger.transfer(ledger.ESCROW_CUSTODY, ledger.MERCHANT_PAYABLE, amount),
+                postings=ledger.transfer(
+                    ledger.ESCROW_CUSTODY, ledger.MERCHANT_PAYABLE, amount
+                ),
                 now=now,
             )
-            await self._emit(session, order, charge, "escrow.released", now, {"released": amount})
+            await self._emit(
+                session, order, charge, "escrow.released", now, {"released": amount}
+            )
             await self._commit(session, "release")
         log.info("order released order_id=%s amount=%d", order_id, amount)
         return events.order_snapshot(order, charge)
@@ -270,8 +281,9 @@ class OrderService:
             refund = order.held_amount if amount is None else amount
             if refund > order.held_amount:
                 raise StateConflict(
-                    f"order {order.id} holds {order.held_amount} centavos, so"
-                    f" {refund} cannot be refunded; refund at most {order.held_amount}",
+                    f"order {order.id} (status {order.status}) holds"
+                    f" {order.held_amount} centavos, so {refund} cannot be refunded;"
+                    f" refund at most {order.held_amount}",
                     code="refund_exceeds_held",
                     order_id=order.id,
                     status=order.status,
@@ -287,12 +299,24 @@ class OrderService:
                 session,
                 kind="refund" if order.held_amount == 0 else "partial_refund",
                 order_id=order.id,
-                postings=ledger.transfer(ledger.ESCROW_CUSTODY, ledger.BUYER_REFUNDS, refund),
+                postings=ledger.transfer(
+                    ledger.ESCROW_CUSTODY, ledger.BUYER_REFUNDS, refund
+                ),
                 now=now,
             )
             await self._emit(
-                session, order, charge, "escrow.refunded", now,
-                {"refund": {"amount": refund, "reason": reason, "partial": order.held_amount > 0}},
+                session,
+                order,
+                charge,
+                "escrow.refunded",
+                now,
+                {
+                    "refund": {
+                        "amount": refund,
+                        "reason": reason,
+                        "partial": order.held_amount > 0,
+                    }
+                },
             )
             await self._commit(session, "refund")
         log.info("order refunded order_id=%s amount=%d", order_id, refund)

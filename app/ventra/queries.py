@@ -87,7 +87,9 @@ class EventQueries:
                     (Event.created_at < anchor.created_at)
                     | ((Event.created_at == anchor.created_at) & (Event.id < anchor.id))
                 )
-            query = query.order_by(Event.created_at.desc(), Event.id.desc()).limit(limit)
+            query = query.order_by(Event.created_at.desc(), Event.id.desc()).limit(
+                limit
+            )
             rows = (await session.execute(query)).all()
         return [
             {**json.loads(event.body), "delivery": delivery_json(delivery)}

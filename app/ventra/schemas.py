@@ -29,7 +29,12 @@ EventType = Literal[
 ]
 Centavos = Annotated[
     StrictInt,
-    Field(gt=0, le=MAX_AMOUNT, description="Amount in integer centavos (BRL)."),
+    Field(
+        gt=0,
+        le=MAX_AMOUNT,
+        description="Amount in integer centavos (BRL), written without a fraction"
+        " part or exponent: 100.0 and 1e3 are rejected.",
+    ),
 ]
 # Ids are a prefix, an underscore and alphanumerics (see app/ventra/ids.py).
 ID_REGEX = r"^[A-Za-z0-9_]{1,64}$"
@@ -49,9 +54,13 @@ class Strict(BaseModel):
 
 
 class Query(BaseModel):
-    """Base of query strings: values arrive as text and are converted."""
+    """Base of query strings: values arrive as text and are converted.
 
-    model_config = ConfigDict(extra="ignore")
+    Unknown parameters are rejected like unknown body fields, so a typo in
+    a filter name is an error instead of an unfiltered list.
+    """
+
+    model_config = ConfigDict(extra="forbid")
 
 
 # Request bodies.
@@ -365,4 +374,3 @@ class Error(BaseModel):
 
     error: str
     message: str
-

@@ -14,16 +14,29 @@ from app.ui.main_window import MainWindow
 from tests.conftest import RunningStack
 
 
-@pytest.fixture
-def qloop(qapp: QApplication) -> Iterator[qasync.QEventLoop]:
-    """A qasync event loop driving Qt, as the app runs it."""
+@pytest.fixture(scope="session")
+def session_loop(qapp: QApplication) -> Iterator[qasync.QEventLoop]:
+    """One qasync event loop for all window tests, as the app has one."""
     loop = qasync.QEventLoop(qapp, already_running=False)
-    asyncio.set_event_loop(loop)
     try:
         yield loop
     finally:
-        loop.run_until_complete(asyncio.sleep(0))
         loop.close()
+
+
+@pytest.fixture
+def qloop(session_loop: qasync.QEventLoop) -> Iterator[qasync.QEventLoop]:
+    """The qasync loop, with every task of the test ended afterwards."""
+    asyncio.set_event_loop(session_loop)
+    try:
+        yield session_loop
+    finally:
+        pending = [t for t in asyncio.all_tasks(session_loop) if not t.done()]
+        for task in pending:
+            task.cancel()
+        session_loop.run_until_complete(
+            asyncio.gather(*pending, return_exceptions=True)
+        )
         asyncio.set_event_loop(None)
 
 
@@ -46,3 +59,4 @@ def window(qtbot, qloop: qasync.QEventLoop, stack: RunningStack) -> Iterator[Mai
     yield main
     main.close()
     qloop.run_until_complete(client.close())
+    qtbot.wait(10)

@@ -145,3 +145,25 @@ def test_drawer_retry_after_secret_fix(
     assert attempts[0]["signature_valid"] is False
     assert attempts[-1]["signature_valid"] is True
     assert "SIG OK" in window.drawer.title.text()
+
+
+def test_rotate_key_keeps_actions_working(
+    window: MainWindow, stack: RunningStack, qloop: qasync.QEventLoop
+) -> None:
+    """After a rotation from the window, its merchant actions still work."""
+    old_key = stack.info.api_key
+    paid: list[str] = []
+    window.order_paid.connect(paid.append)
+
+    async def scenario() -> None:
+        window.rotate_key()
+        await wait_for(lambda: window.settings.api_key.text() != old_key, 5)
+        window.pay_button.click()
+        await wait_for(lambda: bool(paid), 5)
+
+    qloop.run_until_complete(scenario())
+
+    old = stack.ventra.get("/v1/orders")
+    assert old.status_code == 401
+    assert window.client.endpoints.api_key == window.settings.api_key.text()
+    assert len(paid) == 1

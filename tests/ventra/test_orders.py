@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable
+from typing import Any
 
 import httpx
 import pytest
@@ -21,30 +22,36 @@ def act(stack: RunningStack, order_id: str, action: str) -> httpx.Response:
     return stack.ventra.post(f"/v1/orders/{order_id}/{action}")
 
 
-def order_in(stack: RunningStack, status: str) -> dict[str, Any]:
-    """Create an order and drive it to ``status``."""
+def orders_in(stack: RunningStack, status: str, count: int = 1) -> list[dict[str, Any]]:
+    """Create ``count`` orders and drive each to ``status``."""
     if status == "expired":
-        order = stack.create_order(1000, expires_in=1)
-        return wait_until(
-            lambda: (found := stack.ventra.get(f"/v1/orders/{order['id']}").json())[
-                "status"
-            ]
-            == "expired"
-            and found,
-            timeout=5,
-        )
-    order = stack.create_order(1000)
+        ids = [stack.create_order(1000, expires_in=1)["id"] for _ in range(count)]
+
+        def all_expired() -> list[dict[str, Any]] | None:
+            found = [stack.ventra.get(f"/v1/orders/{i}").json() for i in ids]
+            return found if all(o["status"] == "expired" for o in found) else None
+
+        return wait_until(all_expired, timeout=5)
     steps = {
         "pending_payment": [],
         "held": ["pay"],
         "released": ["pay", "release"],
         "refunded": ["pay", "refund"],
     }[status]
-    for step in steps:
-        response = act(stack, order["id"], step)
-        assert response.status_code == 200, response.text
-        order = response.json()
-    return order
+    orders = []
+    for _ in range(count):
+        order = stack.create_order(1000)
+        for step in steps:
+            response = act(stack, order["id"], step)
+            assert response.status_code == 200, response.text
+            order = response.json()
+        orders.append(order)
+    return orders
+
+
+def order_in(stack: RunningStack, status: str) -> dict[str, Any]:
+    """Create an order and drive it to ``status``."""
+    return orders_in(stack, status)[0]
 
 
 def verify(stack: RunningStack) -> dict[str, Any]:
@@ -66,9 +73,7 @@ STATUSES = ("pending_payment", "held", "released", "refunded", "expired")
 @pytest.mark.parametrize("status", STATUSES)
 def test_transition_table(stack: RunningStack, status: str) -> None:
     """Each action from each status succeeds as allowed or is a 409 naming it."""
-    for action in ACTIONS:
-        order = order_in(stack, status)
-
+    for action, order in zip(ACTIONS, orders_in(stack, status, len(ACTIONS))):
         response = act(stack, order["id"], action)
 
         expected = ALLOWED.get((status, action))
@@ -124,6 +129,7 @@ def test_refund_over_held(stack: RunningStack) -> None:
     assert response.status_code == 409
     assert response.json()["error"] == "refund_exceeds_held"
     assert "holds 500 centavos" in response.json()["message"]
+    assert "status held" in response.json()["message"]
 
 
 def test_unknown_order(stack: RunningStack) -> None:
@@ -187,14 +193,15 @@ def test_expiry_due_while_closed(
     second = stack_factory()
 
     with second.databases.ventra_conn() as conn:
-        # Read the row directly: a GET through the API would expire it itself.
-        wait_until(
-            lambda: conn.execute(
+
+        def stored_status() -> str:
+            # Read the row directly: a GET through the API would expire it.
+            row = conn.execute(
                 "SELECT status FROM orders WHERE id = %s", (order["id"],)
-            ).fetchone()[0]
-            == "expired",
-            timeout=5,
-        )
+            )
+            return row.fetchone()[0]
+
+        wait_until(lambda: stored_status() == "expired", timeout=5)
     events = second.ventra.get("/v1/events", params={"order_id": order["id"]})
     assert events.json()["data"][0]["type"] == "charge.expired"
 

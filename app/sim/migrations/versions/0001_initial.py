@@ -34,15 +34,17 @@ CREATE TABLE received_events (
     last_received_at timestamptz NOT NULL,
     last_signature_valid boolean NOT NULL
 );
-CREATE INDEX received_events_last ON received_events (last_received_at DESC, event_id);
+CREATE INDEX received_events_first ON received_events (first_received_at DESC, event_id DESC);
 CREATE INDEX received_events_order ON received_events (order_id);
 
 CREATE TABLE attempts (
     id bigserial PRIMARY KEY,
     received_at timestamptz NOT NULL,
+    method text NOT NULL,
     env text NOT NULL,
     known_env boolean NOT NULL,
-    headers jsonb NOT NULL,
+    -- json, not jsonb: kept as received, and never queried inside.
+    headers json NOT NULL,
     body bytea NOT NULL,
     body_size integer NOT NULL,
     event_id text,
@@ -55,11 +57,13 @@ CREATE TABLE attempts (
     standard_signature_error text,
     parse_error text,
     mode text NOT NULL,
+    mode_options json NOT NULL,
     status_code integer,
     held_ms integer NOT NULL,
     outcome text NOT NULL
 );
 CREATE INDEX attempts_event ON attempts (event_id, id);
+CREATE INDEX attempts_order ON attempts (order_id, id);
 
 CREATE TABLE merchant_orders (
     order_id text PRIMARY KEY,
@@ -73,8 +77,10 @@ CREATE TABLE merchant_orders (
     last_event_id text NOT NULL,
     last_event_type text NOT NULL,
     snapshot jsonb NOT NULL,
+    first_seen_at timestamptz NOT NULL,
     updated_at timestamptz NOT NULL
 );
+CREATE INDEX merchant_orders_first ON merchant_orders (first_seen_at DESC, order_id DESC);
 
 CREATE TABLE settings (
     key text PRIMARY KEY,
