@@ -57,13 +57,22 @@ async def verify_ledger(settings: Settings) -> int:
         url, _ = side_urls(parse_database_url(settings.database_url), embedded=False)
     else:
         embedded = EmbeddedPostgres(settings.data_dir)
+        if not (embedded.pgdata / "PG_VERSION").exists():
+            # Starting would create an empty database cluster here.
+            print(
+                f"ventra: no Ventra data in {settings.data_dir}; pass the data"
+                " directory the app uses (--data-dir), or --database-url",
+                file=sys.stderr,
+            )
+            return EXIT_UNREACHABLE
         started_here = not (embedded.pgdata / "postmaster.pid").exists()
         url, _ = side_urls(await asyncio.to_thread(embedded.start), embedded=True)
     try:
         result = await check(url)
     except (DBAPIError, psycopg.Error, OSError) as exc:
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
         print(
-            f"ventra: cannot read the ledger at {redact(url)}: {exc};"
+            f"ventra: cannot read the ledger at {redact(url)}: {reason};"
             " start the app once so its database exists, or check DATABASE_URL",
             file=sys.stderr,
         )

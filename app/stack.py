@@ -113,11 +113,16 @@ class Stack:
                         delivery_timeout=settings.delivery_timeout,
                         webhook_url=settings.webhook_url,
                         webhook_secret=settings.webhook_secret,
+                        ventrasim_base_url=settings.ventrasim_base_url,
+                        internal_token=settings.internal_token,
                         **self._ventra_hooks,
                     )
                 )
                 await self.ventra.start()
-            api_key = ApiKeyStore(settings.api_key, settings.runtime_dir).current()
+            api_key = (
+                ApiKeyStore(settings.api_key, settings.runtime_dir).current()
+                or settings.api_key
+            )
             if settings.run_sim:
                 self.sim = SimServer(
                     SimOptions(

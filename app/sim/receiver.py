@@ -209,7 +209,7 @@ def _mode_decision(mode: ModeSettings) -> Decision | None:
 
 
 def _content_decision(
-    verdict: Verdict, event: ParsedEvent | None, error: str | None
+    verdict: Verdict, event: ParsedEvent | None, error: str | None, env: str
 ) -> Decision:
     """Decide the response by signature and content, as a merchant's handler would."""
     if not verdict.valid:
@@ -222,6 +222,16 @@ def _content_decision(
     if event is None:
         return _error(
             400, "unparsable", "invalid_event", error or "the body is not an event"
+        )
+    if event.env and event.env != env:
+        # A secret shared by two environments must not let an event of one
+        # move an order's view in the other.
+        return _error(
+            400,
+            "env_mismatch",
+            "env_mismatch",
+            f"the event is for environment {event.env!r} but was sent to the"
+            f" {env!r} endpoint; check the endpoint URL in Ventra",
         )
     return Decision(200, "accepted", {"received": True})
 
@@ -265,7 +275,7 @@ class Receiver:
             decision = Decision(None, "sender_disconnected")
         if decision is None:
             decision = await self._decide_by_mode(
-                request, mode, verdict, event, parse_error
+                request, env, mode, verdict, event, parse_error
             )
 
         record = AttemptRecord(
@@ -300,6 +310,7 @@ class Receiver:
     async def _decide_by_mode(
         self,
         request: web.Request,
+        env: str,
         mode: ModeSettings,
         verdict: Verdict,
         event: ParsedEvent | None,
@@ -316,7 +327,7 @@ class Receiver:
             return decision
         if mode.mode == "slow":
             await self._sleep(mode.slow_ms / 1000)
-        return _content_decision(verdict, event, parse_error)
+        return _content_decision(verdict, event, parse_error, env)
 
     async def _hold(self, request: web.Request, cap: float) -> Decision:
         """Hold the request until the sender hangs up or ``cap`` seconds pass."""

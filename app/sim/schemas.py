@@ -24,10 +24,16 @@ class EndpointUpdate(Strict):
 class Connection(Strict):
     """Body of ``PUT /api/connection``: how the merchant reaches Ventra."""
 
+    # A scheme and at least one host character, with no whitespace.
     base_url: (
-        Annotated[StrictStr, Field(max_length=2048, pattern=r"^https?://")] | None
+        Annotated[StrictStr, Field(max_length=2048, pattern=r"^https?://[^\s/?#]+\S*$")]
+        | None
     ) = None
-    api_key: Annotated[StrictStr, Field(min_length=1, max_length=256)] | None = None
+    # Printable ASCII only: the key travels in an HTTP header.
+    api_key: (
+        Annotated[StrictStr, Field(min_length=1, max_length=256, pattern=r"^[!-~]+$")]
+        | None
+    ) = None
 
 
 class DevOrder(Strict):

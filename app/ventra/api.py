@@ -66,7 +66,12 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     """Require the API key in ``x-api-key`` on every non-public route."""
     if request.path in PUBLIC_PATHS:
         return await handler(request)
-    key = request.headers.get("x-api-key")
+    keys = request.headers.getall("x-api-key", [])
+    if len(keys) > 1:
+        raise Unauthorized(
+            f"the x-api-key header appears {len(keys)} times; send it once"
+        )
+    key = keys[0] if keys else None
     if key is None:
         raise Unauthorized(
             "the x-api-key header is missing; send the platform's API key"

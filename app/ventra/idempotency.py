@@ -29,6 +29,9 @@ from app.ventra.models import IdempotencyRecord
 
 log = logging.getLogger("ventra.api")
 
+# Statuses of requests rejected before the operation ran; their keys are freed.
+NOT_STORED = frozenset({400, 401, 413, 415, 422})
+
 HEADER = "Idempotency-Key"
 MAX_KEY_LENGTH = 255
 KEY_REGEX = rf"^[\x21-\x7e]{{1,{MAX_KEY_LENGTH}}}$"
@@ -198,7 +201,12 @@ async def _run_handler(request: web.Request, handler: Handler) -> StoredResponse
 async def idempotency_middleware(
     request: web.Request, handler: Handler
 ) -> web.StreamResponse:
-    """Honour ``Idempotency-Key`` on every POST to a known route."""
+    """Honour ``Idempotency-Key`` on every POST to a known route.
+
+    A response is kept only when the request got as far as the operation:
+    a request rejected for its form (400, 401, 413, 415, 422) or a server
+    error frees the key, so the corrected request can use it again.
+    """
     key = request.headers.get(HEADER)
     if (
         request.method != "POST"
@@ -225,7 +233,7 @@ async def idempotency_middleware(
     except BaseException:
         await asyncio.shield(store.release(key, method, path))
         raise
-    if stored.status >= 500:
+    if stored.status >= 500 or stored.status in NOT_STORED:
         await store.release(key, method, path)
     else:
         await store.complete(key, method, path, stored)

@@ -27,27 +27,49 @@ class ApiKeyStore:
         self.path = runtime_dir / "api_key.json"
         self._cached: tuple[float, str] | None = None
 
-    def current(self) -> str:
+    def current(self) -> str | None:
+        """Return the key in force, or None while the rotated file is damaged.
+
+        A damaged file fails closed: falling back to the configured key
+        would bring back ``dev-secret`` after a rotation.
+        """
         try:
             mtime = os.stat(self.path).st_mtime_ns
         except FileNotFoundError:
             self._cached = None
             return self._configured
         if self._cached is None or self._cached[0] != mtime:
-            try:
-                key = json.loads(self.path.read_text(encoding="utf-8"))["api_key"]
-            except (OSError, ValueError, KeyError, TypeError) as exc:
-                log.error("api key file unreadable path=%s error=%s", self.path, exc)
-                return self._configured
-            self._cached = (mtime, str(key))
+            self._cached = (mtime, self._read())
         return self._cached[1]
+
+    def _read(self) -> str | None:
+        try:
+            key = json.loads(self.path.read_text(encoding="utf-8"))["api_key"]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            # Logged once per change of the file, not once per request.
+            log.error(
+                "api key file unreadable, every key is rejected until it is fixed"
+                " or deleted path=%s error=%s",
+                self.path,
+                type(exc).__name__,
+            )
+            return None
+        if not isinstance(key, str) or not key:
+            log.error(
+                "api key file holds no key, every key is rejected until it is"
+                " fixed or deleted path=%s",
+                self.path,
+            )
+            return None
+        return key
 
     def matches(self, candidate: str | None) -> bool:
         """Compare ``candidate`` with the key in force, in constant time."""
-        if candidate is None:
+        current = self.current()
+        if candidate is None or current is None:
             return False
         return hmac.compare_digest(
-            self.current().encode("utf-8"), candidate.encode("utf-8", "surrogateescape")
+            current.encode("utf-8"), candidate.encode("utf-8", "surrogateescape")
         )
 
     def rotate(self, new_key: str | None = None) -> str:

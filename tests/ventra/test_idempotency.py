@@ -122,3 +122,33 @@ def test_failed_request_not_stored(stack_factory) -> None:  # type: ignore[no-un
     assert first.status_code == 500
     assert second.status_code == 201
     assert "Idempotent-Replayed" not in second.headers
+
+
+def test_rejected_request_frees_key(stack: RunningStack) -> None:
+    """A request rejected for its form does not keep the key."""
+    headers = key()
+    body = b'{"amount": 100}'
+
+    rejected = stack.ventra.post(
+        "/v1/orders", content=body, headers={**headers, "Content-Type": "text/plain"}
+    )
+    corrected = stack.ventra.post(
+        "/v1/orders",
+        content=body,
+        headers={**headers, "Content-Type": "application/json"},
+    )
+
+    assert rejected.status_code == 415
+    assert corrected.status_code == 201
+    assert "Idempotent-Replayed" not in corrected.headers
+
+
+def test_duplicate_api_key_header(stack: RunningStack) -> None:
+    """Two x-api-key headers are rejected even if one is right."""
+    response = httpx.get(
+        f"{stack.info.ventra_url}/v1/orders",
+        headers=[("x-api-key", stack.info.api_key), ("x-api-key", "wrong")],
+    )
+
+    assert response.status_code == 401
+    assert "once" in response.json()["message"]

@@ -89,3 +89,20 @@ def test_matches(tmp_path, candidate: str | None, expected: bool) -> None:  # ty
     store = ApiKeyStore("dev-secret", tmp_path)
 
     assert store.matches(candidate) is expected
+
+
+@pytest.mark.parametrize("content", ['{"api_key": "abc"', '{"api_key": null}', "[]"])
+def test_damaged_key_file_fails_closed(stack: RunningStack, content: str) -> None:
+    """A damaged key file rejects every key, the configured one included."""
+    path = stack.data_dir / ".runtime" / "api_key.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(content)
+
+    configured = stack.ventra.get("/v1/orders", headers={"x-api-key": "dev-secret"})
+    literal_none = stack.ventra.get("/v1/orders", headers={"x-api-key": "None"})
+    path.unlink()
+    restored = stack.ventra.get("/v1/orders", headers={"x-api-key": "dev-secret"})
+
+    assert configured.status_code == 401
+    assert literal_none.status_code == 401
+    assert restored.status_code == 200
