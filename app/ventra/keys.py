@@ -56,8 +56,8 @@ class ApiKeyStore:
             return None
         if not isinstance(key, str) or not key:
             log.error(
-                "api key file holds no key, every key is rejected until it is"
-                " fixed or deleted path=%s",
+                "api key file has no api_key string, every key is rejected until"
+                " it is fixed or deleted path=%s",
                 self.path,
             )
             return None
