@@ -96,7 +96,9 @@ def path_id(request: web.Request, name: str) -> str:
     value = request.match_info[name]
     if not ID_PATTERN.fullmatch(value):
         kind = name.removesuffix("_id")
-        raise NotFound(f"{kind} {value[:80]!r} not found", **{name: value[:80]})
+        error = NotFound(f"{kind} {value[:80]!r} not found")
+        error.details[name] = value[:80]
+        raise error
     return value
 
 

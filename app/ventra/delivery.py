@@ -15,338 +15,56 @@ turns a crash into an extra, recorded attempt.
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import logging
-import random
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any, cast
 
 import aiohttp
-from sqlalchemy import CursorResult, Table, insert, text
+from sqlalchemy import CursorResult, text
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.core.signatures import fingerprint, hex_signature, standard_signature
-from app.ventra.endpoints import cancel_pending
+from app.ventra.attempts import (
+    CONNECTION_ERROR,
+    CONNECTION_REFUSED,
+    HTTP_STATUS,
+    INVALID_RESPONSE,
+    RECORD_BATCH,
+    RECORD_TRIES,
+    REDIRECT,
+    RESPONSE_EXCERPT_BYTES,
+    RESPONSE_TOO_LARGE,
+    TIMEOUT,
+    Claim,
+    DeliveryConfig,
+    Finished,
+    Outcome,
+    attempt_values,
+    check_retryable,
+    clean_text,
+    disable_gone,
+    insert_attempts,
+    log_attempt,
+    next_state,
+    parse_retry_after,
+    signed_claim,
+)
+from app.ventra.delivery_sql import (
+    ATTEMPT_DONE_SQL,
+    BULK_RETRY_SQL,
+    CLAIM_SQL,
+    DELIVERED_SQL,
+    FAILED_SQL,
+    FAILED_STATE_SQL,
+    MANUAL_CLAIM_SQL,
+    MANUAL_START_SQL,
+    RECOVER_SQL,
+)
 from app.ventra.errors import DeliveryUnavailable, NotFound
-from app.ventra.models import DeliveryAttempt
 
 log = logging.getLogger("ventra.delivery")
-
-# Delays in seconds after each failed automatic attempt; a schedule makes
-# 1 + len(delays) automatic attempts.
-SCHEDULES: dict[str, tuple[float, ...]] = {
-    # About 30 s from the first attempt to the last, for demos and tests.
-    "fast": (1, 2, 4, 8, 15),
-    # About 27.6 hours from the first attempt to the last.
-    "realistic": (5, 300, 1800, 7200, 18000, 36000, 36000),
-}
-# The maximum wait, in seconds, that a Retry-After header can impose.
-RETRY_AFTER_CAP = {"fast": 30.0, "realistic": 3600.0}
-JITTER = 0.1
-RESPONSE_EXCERPT_BYTES = 1024
-TEXT_FIELD_CHARS = 2048
-USER_AGENT = "Ventra-Webhooks/0.1"
-REDACTED = "[redacted]"
-SIGNATURE_HEADERS = ("X-Signature", "webhook-signature")
-RECORD_BATCH = 256
-RECORD_TRIES = 3
-
-# Error kinds stored with failed attempts.
-CONNECTION_REFUSED = "connection_refused"
-CONNECTION_ERROR = "connection_error"
-TIMEOUT = "timeout"
-REDIRECT = "redirect"
-HTTP_STATUS = "http_status"
-RESPONSE_TOO_LARGE = "response_too_large"
-INVALID_RESPONSE = "invalid_response"
-INTERRUPTED = "interrupted"
-
-
-@dataclass(frozen=True)
-class DeliveryConfig:
-    """Settings of the delivery worker."""
-
-    timeout: float = 10.0
-    concurrency: int = 64
-    poll_interval: float = 0.25
-    recovery_interval: float = 1.0
-
-    @property
-    def lease(self) -> timedelta:
-        # A live worker finishes an attempt within the timeout; the margin
-        # covers the database writes around it.
-        return timedelta(seconds=self.timeout + 5)
-
-
-@dataclass
-class Claim:
-    """A claimed attempt, ready to send."""
-
-    delivery_id: str
-    event_id: str
-    number: int
-    trigger: str
-    env: str
-    url: str
-    secret_fingerprint: str
-    body: bytes
-    headers: dict[str, str]
-
-
-@dataclass
-class Outcome:
-    """The result of one POST."""
-
-    ok: bool
-    latency_ms: int
-    http_status: int | None = None
-    error_kind: str | None = None
-    error_message: str | None = None
-    excerpt: str | None = None
-    location: str | None = None
-    retry_after: float | None = None
-
-
-@dataclass
-class Finished:
-    """An attempt waiting for the recorder, and the future of its commit."""
-
-    claim: Claim
-    outcome: Outcome
-    done: asyncio.Future[str] = field(repr=False)
-
-
-def next_delay(schedule: str, failures: int) -> float | None:
-    """Return the jittered delay after ``failures`` automatic failures, or None."""
-    delays = SCHEDULES[schedule]
-    if failures > len(delays):
-        return None
-    base = delays[failures - 1]
-    return base * random.uniform(1 - JITTER, 1 + JITTER)
-
-
-def signed_headers(
-    *,
-    secret: str,
-    body: bytes,
-    event_id: str,
-    delivery_id: str,
-    number: int,
-    now: float,
-) -> dict[str, str]:
-    """Build the headers of one attempt, signed afresh."""
-    timestamp = int(now)
-    return {
-        "Content-Type": "application/json",
-        "User-Agent": USER_AGENT,
-        "X-Signature": hex_signature(secret, body),
-        "X-Ventra-Event-Id": event_id,
-        "X-Ventra-Delivery-Id": delivery_id,
-        "X-Ventra-Attempt": str(number),
-        "X-Ventra-Timestamp": str(timestamp),
-        "webhook-id": event_id,
-        "webhook-timestamp": str(timestamp),
-        "webhook-signature": standard_signature(secret, event_id, timestamp, body),
-    }
-
-
-def redacted(headers: dict[str, str]) -> dict[str, str]:
-    """Return the headers with signature values replaced, for the record."""
-    return {k: (REDACTED if k in SIGNATURE_HEADERS else v) for k, v in headers.items()}
-
-
-def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
-    """Read a ``Retry-After`` header: seconds, or an HTTP date."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        moment = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if moment.tzinfo is None:
-        return None
-    seconds = moment.timestamp() - (time.time() if now is None else now)
-    return max(seconds, 0.0)
-
-
-def clean_text(value: str | None, limit: int = TEXT_FIELD_CHARS) -> str | None:
-    """Make text from the network storable: no NUL, no lone surrogate, bounded."""
-    if value is None:
-        return None
-    value = value.encode("utf-8", "replace").decode("utf-8").replace("\x00", "\ufffd")
-    return value[:limit]
-
-
-CLAIM_SQL = text(
-    """
-    WITH due AS (
-        SELECT d.id
-          FROM deliveries d
-          JOIN webhook_endpoints w ON w.env = d.env
-         WHERE d.status = 'pending'
-           AND d.next_attempt_at <= now()
-           AND w.enabled AND w.url IS NOT NULL
-           AND NOT EXISTS (
-               SELECT 1 FROM deliveries older
-                WHERE older.order_id = d.order_id
-                  AND older.sequence < d.sequence
-                  AND older.status IN ('pending', 'in_flight'))
-         ORDER BY d.next_attempt_at
-         LIMIT :limit
-           FOR UPDATE OF d SKIP LOCKED
-    ), claimed AS (
-        UPDATE deliveries
-           SET status = 'in_flight',
-               attempt_count = deliveries.attempt_count + 1,
-               lease_until = now() + :lease,
-               updated_at = now()
-          FROM due
-         WHERE deliveries.id = due.id
-        RETURNING deliveries.id, deliveries.event_id, deliveries.attempt_count,
-                  deliveries.env
-    )
-    SELECT c.id, c.event_id, c.attempt_count, c.env, e.body, w.url, w.secret
-      FROM claimed c
-      JOIN events e ON e.id = c.event_id
-      JOIN webhook_endpoints w ON w.env = c.env
-    """
-)
-
-# A manual retry waits for the row lock instead of skipping: it must see
-# whether another worker holds the delivery.
-MANUAL_CLAIM_SQL = text(
-    """
-    SELECT d.id, d.status, d.attempt_count, d.env, e.body,
-           w.url, w.secret, w.enabled, w.disabled_reason
-      FROM deliveries d
-      JOIN events e ON e.id = d.event_id
-      JOIN webhook_endpoints w ON w.env = d.env
-     WHERE d.event_id = :event_id
-       FOR UPDATE OF d
-    """
-)
-
-MANUAL_START_SQL = text(
-    """
-    UPDATE deliveries
-       SET status = 'in_flight',
-           attempt_count = attempt_count + 1,
-           lease_until = now() + :lease,
-           next_attempt_at = CASE WHEN status = 'pending'
-                                  THEN next_attempt_at END,
-           updated_at = now()
-     WHERE id = :id
-    RETURNING attempt_count
-    """
-)
-
-ATTEMPT_DONE_SQL = text(
-    """
-    UPDATE delivery_attempts
-       SET status = :status, finished_at = :finished_at, latency_ms = :latency_ms,
-           http_status = :http_status, error_kind = :error_kind,
-           error_message = :error_message, response_excerpt = :excerpt,
-           location = :location
-     WHERE delivery_id = :delivery_id AND number = :number
-    """
-)
-
-# A success also settles a delivery that lease recovery had put back in
-# the queue: the receiver has the event, so sending it again is pointless.
-DELIVERED_SQL = text(
-    """
-    UPDATE deliveries
-       SET status = 'delivered', next_attempt_at = NULL, lease_until = NULL,
-           last_http_status = :http_status, last_error_kind = NULL,
-           updated_at = :now
-     WHERE id = :delivery_id
-       AND (status = 'pending' OR (status = 'in_flight' AND attempt_count = :number))
-    """
-)
-
-FAILED_STATE_SQL = text(
-    """
-    SELECT d.id, d.status, d.attempt_count, d.schedule, d.next_attempt_at,
-           w.enabled,
-           (SELECT count(*) FROM delivery_attempts a
-             WHERE a.delivery_id = d.id AND a.trigger = 'automatic'
-               AND a.status = 'failed') AS automatic_failures,
-           EXISTS (SELECT 1 FROM delivery_attempts a
-                    WHERE a.delivery_id = d.id AND a.status = 'succeeded')
-               AS delivered_before
-      FROM deliveries d
-      JOIN webhook_endpoints w ON w.env = d.env
-     WHERE d.id = ANY(:ids)
-     ORDER BY d.id
-       FOR UPDATE OF d
-    """
-)
-
-FAILED_SQL = text(
-    """
-    UPDATE deliveries
-       SET status = :status, next_attempt_at = :next_attempt_at, lease_until = NULL,
-           last_http_status = :http_status, last_error_kind = :error_kind,
-           updated_at = :now
-     WHERE id = :delivery_id
-    """
-)
-
-# Interrupted attempts do not count towards the schedule: the receiver did
-# nothing wrong, so a crash never turns a delivery into a failed one.
-RECOVER_SQL = text(
-    """
-    WITH stale AS (
-        SELECT id FROM deliveries
-         WHERE status = 'in_flight' AND lease_until < now()
-         ORDER BY id
-           FOR UPDATE SKIP LOCKED
-    ), marked AS (
-        UPDATE delivery_attempts a
-           SET status = 'interrupted', finished_at = now(),
-               error_kind = 'interrupted',
-               error_message = 'the sending process stopped before the'
-                               ' attempt was recorded'
-          FROM stale
-         WHERE a.delivery_id = stale.id AND a.status = 'in_flight'
-        RETURNING a.delivery_id, a.event_id, a.number
-    ), reset AS (
-        UPDATE deliveries d
-           SET status = CASE WHEN EXISTS (
-                   SELECT 1 FROM delivery_attempts a
-                    WHERE a.delivery_id = d.id AND a.status = 'succeeded')
-                 THEN 'delivered' ELSE 'pending' END,
-               next_attempt_at = CASE WHEN EXISTS (
-                   SELECT 1 FROM delivery_attempts a
-                    WHERE a.delivery_id = d.id AND a.status = 'succeeded')
-                 THEN NULL ELSE now() END,
-               lease_until = NULL,
-               last_error_kind = 'interrupted',
-               updated_at = now()
-          FROM stale
-         WHERE d.id = stale.id
-        RETURNING d.id
-    )
-    SELECT m.delivery_id, m.event_id, m.number,
-           (SELECT count(*) FROM reset) AS reset_count
-      FROM marked m
-    """
-)
-
-BULK_RETRY_SQL = text(
-    """
-    UPDATE deliveries
-       SET status = 'pending', next_attempt_at = now(), updated_at = now()
-     WHERE env = :env AND status IN ('failed', 'cancelled') AND created_at >= :since
-    """
-)
 
 
 class DeliveryWorker:
@@ -764,159 +482,3 @@ class DeliveryWorker:
             "bulk retry queued env=%s since=%s count=%d", env, since.isoformat(), count
         )
         return count
-
-
-def signed_claim(
-    delivery_id: str,
-    event_id: str,
-    number: int,
-    env: str,
-    body: bytes,
-    url: str,
-    secret: str,
-    *,
-    trigger: str,
-) -> Claim:
-    """Sign an attempt with the secret read in the claiming transaction."""
-    body = bytes(body)
-    headers = signed_headers(
-        secret=secret,
-        body=body,
-        event_id=event_id,
-        delivery_id=delivery_id,
-        number=number,
-        now=time.time(),
-    )
-    return Claim(
-        delivery_id=delivery_id,
-        event_id=event_id,
-        number=number,
-        trigger=trigger,
-        env=env,
-        url=url,
-        secret_fingerprint=fingerprint(secret),
-        body=body,
-        headers=headers,
-    )
-
-
-async def insert_attempts(session: AsyncSession, claims: list[Claim]) -> None:
-    """Write the in-flight attempt rows of claims, before anything is sent."""
-    now = datetime.now(UTC)
-    await session.execute(
-        insert(cast(Table, DeliveryAttempt.__table__)),
-        [
-            {
-                "delivery_id": c.delivery_id,
-                "event_id": c.event_id,
-                "number": c.number,
-                "trigger": c.trigger,
-                "status": "in_flight",
-                "started_at": now,
-                "request_headers": redacted(c.headers),
-                "endpoint_url": c.url,
-                "endpoint_env": c.env,
-                "secret_fingerprint": c.secret_fingerprint,
-            }
-            for c in claims
-        ],
-    )
-
-
-def check_retryable(event_id: str, row: Any) -> None:
-    """Raise when a manual retry of this delivery cannot be sent now."""
-    if not row.enabled or not row.url:
-        reason = (
-            "has no URL"
-            if not row.url
-            else f"is disabled ({row.disabled_reason or 'no reason recorded'})"
-        )
-        raise DeliveryUnavailable(
-            f"the {row.env} endpoint {reason}; enable it with"
-            f" PUT /v1/webhook-endpoints/{row.env} before retrying",
-            event_id=event_id,
-            env=row.env,
-        )
-    if row.status == "in_flight":
-        raise DeliveryUnavailable(
-            f"event {event_id} has an attempt in flight; retry when it ends",
-            code="attempt_in_flight",
-            event_id=event_id,
-        )
-
-
-def attempt_values(item: Finished, now: datetime) -> dict[str, Any]:
-    """Return the columns that finish an attempt row."""
-    outcome = item.outcome
-    return {
-        "delivery_id": item.claim.delivery_id,
-        "number": item.claim.number,
-        "status": "succeeded" if outcome.ok else "failed",
-        "finished_at": now,
-        "latency_ms": outcome.latency_ms,
-        "http_status": outcome.http_status,
-        "error_kind": outcome.error_kind,
-        "error_message": outcome.error_message,
-        "excerpt": outcome.excerpt,
-        "location": outcome.location,
-    }
-
-
-def next_state(item: Finished, row: Any, now: datetime) -> tuple[str, datetime | None]:
-    """Return the status and next attempt time of a delivery after a failure."""
-    outcome = item.outcome
-    if item.claim.trigger == "manual":
-        # A manual retry leaves the automatic schedule where it was.
-        if row.delivered_before:
-            return "delivered", None
-        if not row.enabled:
-            return "cancelled", None
-        if row.next_attempt_at is not None:
-            return "pending", row.next_attempt_at
-        return "failed", None
-    if outcome.http_status == 410:
-        return "failed", None
-    if not row.enabled:
-        return "cancelled", None
-    delay = next_delay(row.schedule, row.automatic_failures)
-    if delay is None:
-        return "failed", None
-    if outcome.retry_after is not None and outcome.http_status in (429, 503):
-        cap = RETRY_AFTER_CAP[row.schedule]
-        delay = max(delay, min(outcome.retry_after, cap))
-    return "pending", now + timedelta(seconds=delay)
-
-
-async def disable_gone(session: AsyncSession, env: str, now: datetime) -> None:
-    """Disable an endpoint that returned 410 Gone and cancel its pending deliveries."""
-    result = await session.execute(
-        text(
-            "UPDATE webhook_endpoints SET enabled = false,"
-            " disabled_reason = 'endpoint answered 410 Gone', updated_at = :now"
-            " WHERE env = :env AND enabled"
-        ),
-        {"env": env, "now": now},
-    )
-    if cast(CursorResult[Any], result).rowcount:
-        cancelled = await cancel_pending(session, env, now)
-        log.warning(
-            "endpoint disabled env=%s reason=410_gone cancelled=%d", env, cancelled
-        )
-
-
-def log_attempt(item: Finished, status: str) -> None:
-    """Log one line per attempt: ids and outcome, never a secret or signature."""
-    claim, outcome = item.claim, item.outcome
-    log.info(
-        "delivery attempt event_id=%s delivery_id=%s attempt=%d trigger=%s"
-        " outcome=%s http_status=%s error_kind=%s latency_ms=%d delivery_status=%s",
-        claim.event_id,
-        claim.delivery_id,
-        claim.number,
-        claim.trigger,
-        "succeeded" if outcome.ok else "failed",
-        outcome.http_status,
-        outcome.error_kind,
-        outcome.latency_ms,
-        status,
-    )

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, cast
 
 import aiohttp
-from sqlalchemy import select, update
+from sqlalchemy import CursorResult, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -123,10 +123,13 @@ class EndpointService:
 
 async def cancel_pending(session: AsyncSession, env: str, now: datetime) -> int:
     """Cancel the pending deliveries of an environment; return how many."""
-    result = await session.execute(
-        update(Delivery)
-        .where(Delivery.env == env, Delivery.status == "pending")
-        .values(status="cancelled", next_attempt_at=None, updated_at=now)
+    result = cast(
+        CursorResult[Any],
+        await session.execute(
+            update(Delivery)
+            .where(Delivery.env == env, Delivery.status == "pending")
+            .values(status="cancelled", next_attempt_at=None, updated_at=now)
+        ),
     )
     return result.rowcount or 0
 

@@ -25,7 +25,7 @@ class ApiKeyStore:
     def __init__(self, configured: str, runtime_dir: Path) -> None:
         self._configured = configured
         self.path = runtime_dir / "api_key.json"
-        self._cached: tuple[float, str] | None = None
+        self._cached: tuple[int, str | None] | None = None
 
     def current(self) -> str | None:
         """Return the key in force, or None while the rotated file is damaged.

@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 from aiohttp import web
 
-from app.ventra.delivery import JITTER, SCHEDULES
+from app.ventra.attempts import JITTER, SCHEDULES
 from tests.conftest import RunningStack, wait_until
 from tests.delivery.conftest import ENV, delivery_statuses, query
 from tests.delivery.receiver import Received, Receiver
