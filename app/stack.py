@@ -102,22 +102,22 @@ class Stack:
                 await asyncio.to_thread(ensure_database, url)
                 await asyncio.to_thread(upgrade, side, url)
             if settings.run_ventra:
-                self.ventra = VentraServer(
-                    VentraOptions(
-                        database=ventra_db,
-                        api_key=settings.api_key,
-                        runtime_dir=settings.runtime_dir,
-                        host=settings.host,
-                        port=settings.ventra_port,
-                        retry_schedule=settings.retry_schedule,
-                        delivery_timeout=settings.delivery_timeout,
-                        webhook_url=settings.webhook_url,
-                        webhook_secret=settings.webhook_secret,
-                        ventrasim_base_url=settings.ventrasim_base_url,
-                        internal_token=settings.internal_token,
-                        **self._ventra_hooks,
-                    )
-                )
+                options: dict[str, Any] = {
+                    "database": ventra_db,
+                    "api_key": settings.api_key,
+                    "runtime_dir": settings.runtime_dir,
+                    "host": settings.host,
+                    "port": settings.ventra_port,
+                    "retry_schedule": settings.retry_schedule,
+                    "delivery_timeout": settings.delivery_timeout,
+                    "webhook_url": settings.webhook_url,
+                    "webhook_secret": settings.webhook_secret,
+                    "ventrasim_base_url": settings.ventrasim_base_url,
+                    "internal_token": settings.internal_token,
+                }
+                # Tests override options here, such as a failure before commit.
+                options.update(self._ventra_hooks)
+                self.ventra = VentraServer(VentraOptions(**options))
                 await self.ventra.start()
             api_key = (
                 ApiKeyStore(settings.api_key, settings.runtime_dir).current()

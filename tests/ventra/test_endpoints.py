@@ -86,10 +86,8 @@ def test_secret_from_sim(stack_factory: Callable[..., RunningStack]) -> None:
 
     ventra = stack_factory(
         run_sim=False,
-        ventra_hooks={
-            "ventrasim_base_url": sim.info.sim_url,
-            "internal_token": sim.info.sim_token,
-        },
+        ventrasim_base_url=sim.info.sim_url,
+        internal_token=sim.info.sim_token,
     )
 
     assert endpoints(ventra)["sandbox"]["secret"] == "whsec_set_on_the_sim"
@@ -101,8 +99,7 @@ def test_secret_from_sim_unreachable(
 ) -> None:
     """An unreachable VentraSim falls back to generated secrets."""
     ventra = stack_factory(
-        run_sim=False,
-        ventra_hooks={"ventrasim_base_url": UNUSED_URL, "internal_token": "x"},
+        run_sim=False, ventrasim_base_url=UNUSED_URL, internal_token="x"
     )
 
     assert endpoints(ventra)["local"]["secret"].startswith("whsec_")
