@@ -14,6 +14,7 @@ from PySide6.QtWidgets import QApplication, QMessageBox
 
 from app.core.config import Settings
 from app.stack import BackgroundStack, Stack, StackInfo
+from app.ui.client import Endpoints
 
 log = logging.getLogger("ui")
 
@@ -41,21 +42,23 @@ class StackStarter(QObject):
         self.started.emit(info)
 
 
+def endpoints_for(info: StackInfo) -> Endpoints:
+    """Return what the window needs to reach the running servers."""
+    return Endpoints(
+        ventra_url=info.ventra_url or "",
+        sim_url=info.sim_url or "",
+        api_key=info.api_key,
+        sim_token=info.sim_token or "",
+        database=info.database,
+    )
+
+
 def open_window(info: StackInfo) -> object:
     """Create and show the main window for running servers."""
-    from app.ui.client import ApiClient, Endpoints
+    from app.ui.client import ApiClient
     from app.ui.main_window import MainWindow
 
-    client = ApiClient(
-        Endpoints(
-            ventra_url=info.ventra_url or "",
-            sim_url=info.sim_url or "",
-            api_key=info.api_key,
-            sim_token=info.sim_token or "",
-            database=info.database,
-        )
-    )
-    window = MainWindow(client)
+    window = MainWindow(ApiClient(endpoints_for(info)))
     window.show()
     window.start()
     return window

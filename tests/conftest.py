@@ -165,6 +165,32 @@ class RunningStack:
     ventra: httpx.Client
     sim: httpx.Client
 
+    @classmethod
+    def connect(
+        cls,
+        info: StackInfo,
+        background: BackgroundStack,
+        databases: Databases,
+        data_dir: Path,
+    ) -> RunningStack:
+        """Wrap started servers with HTTP clients holding their credentials."""
+        return cls(
+            info=info,
+            background=background,
+            databases=databases,
+            data_dir=data_dir,
+            ventra=httpx.Client(
+                base_url=info.ventra_url or "",
+                headers={"x-api-key": info.api_key},
+                timeout=30,
+            ),
+            sim=httpx.Client(
+                base_url=info.sim_url or "",
+                headers={"Authorization": f"Bearer {info.sim_token}"},
+                timeout=30,
+            ),
+        )
+
     def create_order(self, amount: int = 1999, **fields: Any) -> dict[str, Any]:
         response = self.ventra.post("/v1/orders", json={"amount": amount, **fields})
         assert response.status_code == 201, response.text
@@ -211,22 +237,7 @@ def stack_factory(
             )
         )
         info = background.start()
-        running = RunningStack(
-            info=info,
-            background=background,
-            databases=databases,
-            data_dir=data_dir,
-            ventra=httpx.Client(
-                base_url=info.ventra_url or "",
-                headers={"x-api-key": info.api_key},
-                timeout=30,
-            ),
-            sim=httpx.Client(
-                base_url=info.sim_url or "",
-                headers={"Authorization": f"Bearer {info.sim_token}"},
-                timeout=30,
-            ),
-        )
+        running = RunningStack.connect(info, background, databases, data_dir)
         started.append(running)
         return running
 

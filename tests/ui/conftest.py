@@ -9,7 +9,8 @@ import pytest
 import qasync
 from PySide6.QtWidgets import QApplication
 
-from app.ui.client import ApiClient, Endpoints
+from app.desktop import endpoints_for
+from app.ui.client import ApiClient
 from app.ui.main_window import MainWindow
 from tests.conftest import RunningStack
 
@@ -43,16 +44,7 @@ def qloop(session_loop: qasync.QEventLoop) -> Iterator[qasync.QEventLoop]:
 @pytest.fixture
 def window(qtbot, qloop: qasync.QEventLoop, stack: RunningStack) -> Iterator[MainWindow]:
     """The main window connected to a running stack."""
-    info = stack.info
-    client = ApiClient(
-        Endpoints(
-            ventra_url=info.ventra_url or "",
-            sim_url=info.sim_url or "",
-            api_key=info.api_key,
-            sim_token=info.sim_token or "",
-            database=info.database,
-        )
-    )
+    client = ApiClient(endpoints_for(stack.info))
     main = MainWindow(client)
     qtbot.addWidget(main)
     main.show()

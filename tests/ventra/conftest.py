@@ -12,7 +12,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import httpx
 import pytest
 from psycopg import sql
 from sqlalchemy.engine import URL
@@ -60,22 +59,7 @@ def module_stack(
     )
     try:
         info = background.start()
-        running = RunningStack(
-            info=info,
-            background=background,
-            databases=databases,
-            data_dir=data_dir,
-            ventra=httpx.Client(
-                base_url=info.ventra_url or "",
-                headers={"x-api-key": info.api_key},
-                timeout=30,
-            ),
-            sim=httpx.Client(
-                base_url=info.sim_url or "",
-                headers={"Authorization": f"Bearer {info.sim_token}"},
-                timeout=30,
-            ),
-        )
+        running = RunningStack.connect(info, background, databases, data_dir)
         with running.ventra, running.sim:
             yield running
     finally:
