@@ -90,9 +90,9 @@ class EmbeddedPostgres:
 def side_urls(server_url: URL, embedded: bool) -> tuple[URL, URL]:
     """Derive each side's database URL from a server URL.
 
-    The embedded server holds ``ventra`` and ``ventrasim``; on an external
-    server the URL's database name is a prefix: ``NAME_ventra`` and
-    ``NAME_ventrasim``, so several installations can share one server.
+    The embedded server contains ``ventra`` and ``ventrasim``. On an
+    external server the URL's database name is a prefix (``NAME_ventra``
+    and ``NAME_ventrasim``), so several installations can share one server.
     """
     server_url = server_url.set(drivername="postgresql+psycopg")
     if embedded:

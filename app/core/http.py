@@ -251,9 +251,9 @@ async def read_model(
 def request_guard(allowed_hosts: Callable[[], set[str]]) -> Any:
     """Build a middleware that rejects other sites' browsers.
 
-    A ``Host`` that is not one of the served addresses is 421, which stops
-    DNS rebinding; an ``Origin`` of another site is 403, which stops a page
-    in the user's browser from driving the API.
+    A ``Host`` that is not one of the served addresses gets 421, which
+    stops DNS rebinding. An ``Origin`` of another site gets 403, so a page
+    in the user's browser cannot drive the API.
     """
 
     @web.middleware

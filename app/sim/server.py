@@ -55,7 +55,7 @@ def resolve_token(configured: str | None, runtime_dir: Path) -> str:
 
 @dataclass
 class SimOptions:
-    """What the VentraSim server needs from the configuration."""
+    """Settings of the VentraSim server, taken from the configuration."""
 
     database: URL
     runtime_dir: Path

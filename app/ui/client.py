@@ -14,7 +14,7 @@ log = logging.getLogger("ui")
 
 @dataclass(frozen=True)
 class Endpoints:
-    """Where the window finds the servers, and its credentials."""
+    """Addresses of the servers and the window's credentials."""
 
     ventra_url: str
     sim_url: str
@@ -66,7 +66,7 @@ class ApiClient:
         try:
             data = json.loads(raw) if raw else None
         except ValueError:
-            raise ApiFailure(f"{method} {url} answered HTTP {status} without JSON", status) from None
+            raise ApiFailure(f"{method} {url} returned HTTP {status} without a JSON body", status) from None
         if status >= 400:
             message = data.get("message") if isinstance(data, dict) else None
             code = data.get("error") if isinstance(data, dict) else None

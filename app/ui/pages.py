@@ -57,7 +57,7 @@ def table(model: Any) -> QTableView:
 
 
 class OrdersPage(QWidget):
-    """Orders as the merchant sees them, with Ventra's view beside."""
+    """Orders from the merchant's view, with Ventra's record beside them."""
 
     order_selected = Signal(str)
     action_requested = Signal(str, str, object)

@@ -3,13 +3,14 @@
 A delivery is claimed and its attempt row written in one transaction,
 with ``FOR UPDATE SKIP LOCKED``. So several workers, in one process or
 several, never send the same (event, attempt) pair twice. The claim sets a
-lease. An attempt still ``in_flight`` after its lease was cut off by a
-crash, and is recorded as interrupted before the delivery is retried.
+lease. An attempt still ``in_flight`` after its lease has expired was cut
+off by a crash, so it is recorded as interrupted before the delivery is
+retried.
 
 Outcomes are written by one recorder task in batches, so a busy worker
 spends one transaction on many attempts. A POST is sent only after its
-claim has committed; the outcome's commit may lag behind, which at worst
-turns a crash into an extra, recorded attempt.
+claim has committed. The outcome's commit may lag behind, so a crash can
+at worst cause an extra attempt, which is recorded too.
 """
 
 from __future__ import annotations

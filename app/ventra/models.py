@@ -54,7 +54,7 @@ class Charge(Base):
 
 
 class Event(Base):
-    """A domain event; ``body`` holds the exact bytes sent on every attempt."""
+    """A domain event, whose ``body`` is the exact bytes sent on every attempt."""
 
     __tablename__ = "events"
 

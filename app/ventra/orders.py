@@ -39,7 +39,7 @@ class OrderService:
     """Apply order transitions in one database transaction each.
 
     The order row is locked with ``SELECT … FOR UPDATE`` before its status is
-    read, so of concurrent conflicting requests exactly one sees the status
+    read, so of concurrent conflicting requests exactly one reads the status
     it needs and the others get 409 naming the status it left behind.
     """
 

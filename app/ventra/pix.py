@@ -1,9 +1,9 @@
 """Pix sandbox: txid, endToEndId and the BR Code "copia e cola" payload.
 
 The BR Code is an EMV QR "merchant presented mode" payload: a sequence of
-ID (2 digits), length (2 digits) and value fields, ending with field 63,
-a CRC16-CCITT (polynomial 0x1021, initial value 0xFFFF) over the whole
-payload up to and including ``6304``.
+ID (2 digits), length (2 digits) and value fields. It ends with field 63,
+a CRC16-CCITT (polynomial 0x1021, initial value 0xFFFF) computed over the
+whole payload up to and including ``6304``.
 """
 
 from __future__ import annotations

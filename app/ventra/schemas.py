@@ -206,7 +206,7 @@ class OrderList(BaseModel):
 
 
 class DeliveryState(BaseModel):
-    """Where the webhook delivery of one event stands."""
+    """The state of the webhook delivery of one event."""
 
     id: str
     event_id: str

@@ -38,7 +38,7 @@ SHUTDOWN_TIMEOUT = 2.0
 
 @dataclass
 class VentraOptions:
-    """What the Ventra server needs from the configuration."""
+    """Settings of the Ventra server, taken from the configuration."""
 
     database: URL
     api_key: str

@@ -71,7 +71,7 @@ def test_create_and_pay_button(
 def test_qt_responsive_while_delivery_waits(
     window: MainWindow, stack: RunningStack, qloop: qasync.QEventLoop
 ) -> None:
-    """Qt timers keep firing while a receiver holds a delivery open."""
+    """Qt timers keep firing while a receiver keeps a delivery open."""
     stack.set_mode("local", "timeout", timeout_cap_seconds=5)
     ticks: list[float] = []
 

@@ -137,7 +137,7 @@ def test_pay_bad_br_code(
 
 
 def test_pay_wrong_crc_message(stack: RunningStack) -> None:
-    """A wrong CRC names both values and tells to copy the code again."""
+    """A wrong CRC message names both values and asks to copy the code again."""
     payload = stack.create_order(1000)["charge"]["br_code"]
 
     response = stack.ventra.post("/v1/pix/pay", json={"br_code": _wrong_crc(payload)})
