@@ -7,7 +7,8 @@ cannot drift apart.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import BaseModel
@@ -49,11 +50,15 @@ class Operation:
     body_required: bool = True
     query: type[BaseModel] | None = None
     errors: tuple[int, ...] = ()
+    # Descriptions that replace those of ERROR_STATUSES on this route, where a
+    # status means something narrower, such as a 409 for a disabled endpoint.
+    error_descriptions: Mapping[int, str] = field(default_factory=dict)
     public: bool = False
 
 
 S = schemas
 BODY_ERRORS = (400, 413, 415, 422)
+ENDPOINT_UNAVAILABLE = "The environment's webhook endpoint is disabled or has no URL."
 OPERATIONS = (
     Operation("get", "/health", "Check that the server is up", S.Health, public=True),
     Operation(
@@ -119,7 +124,8 @@ OPERATIONS = (
         "Queue failed deliveries again",
         S.BulkRetryResult,
         body=S.BulkRetry,
-        errors=BODY_ERRORS,
+        errors=(409, *BODY_ERRORS),
+        error_descriptions={409: ENDPOINT_UNAVAILABLE},
     ),
     Operation("get", "/v1/events/{event_id}", "Get an event", S.Event, errors=(404,)),
     Operation(
@@ -135,6 +141,10 @@ OPERATIONS = (
         "Send an event again as a new attempt",
         S.RetryResult,
         errors=(404, 409, 503),
+        error_descriptions={
+            409: "The environment's webhook endpoint is disabled or has no URL,"
+            " or an attempt of the event is in flight."
+        },
     ),
     Operation(
         "get", "/v1/webhook-endpoints", "List the webhook endpoints", S.EndpointList
@@ -230,8 +240,9 @@ def _operation(operation: Operation, refs: dict[Any, Any]) -> dict[str, Any]:
     if operation.method == "post":
         statuses.add(422)  # an invalid Idempotency-Key, or one reused
     for status in sorted(statuses):
+        description = operation.error_descriptions.get(status, ERROR_STATUSES[status])
         responses[str(status)] = {
-            "description": ERROR_STATUSES[status],
+            "description": description,
             "content": _json_content(error_ref),
         }
 

@@ -280,10 +280,19 @@ class RetryResult(BaseModel):
     event_id: str
     delivery_id: str
     attempt: int
+    outcome: Literal["succeeded", "failed"]
     http_status: int | None
     latency_ms: int
-    outcome: Literal["succeeded", "failed"]
     error_kind: str | None
+    error_message: str | None
+    delivery_status: Annotated[
+        Literal["pending", "delivered", "failed", "cancelled", "unchanged"],
+        Field(
+            description="The delivery's status after this attempt. It is"
+            " unchanged when the attempt outlived its lease and the delivery had"
+            " already moved on."
+        ),
+    ]
 
 
 class BulkRetryResult(BaseModel):

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import requests
 import schemathesis
@@ -18,7 +20,7 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 from app.ventra.api import routes
 from app.ventra.openapi import OPERATIONS, build_openapi
 from app.ventra.schemas import CreateOrder
-from tests.conftest import RunningStack
+from tests.conftest import RunningStack, wait_until
 
 EXAMPLES_PER_MODE = 25
 # A BR Code's CRC cannot be written in JSON Schema, so a schema-valid code
@@ -60,6 +62,74 @@ def test_served_document(stack: RunningStack) -> None:
 
     assert response.status_code == 200
     assert response.json() == build_openapi()
+
+
+def assert_documented(response: httpx.Response, method: str, path: str) -> None:
+    """Check a real response against the document of ``method path``.
+
+    A success body must have exactly the documented fields. An error body
+    may add the ids it names to the documented ``error`` and ``message``.
+    """
+    document = build_openapi()
+    responses = document["paths"][path][method]["responses"]
+    status = str(response.status_code)
+    assert status in responses, f"{method.upper()} {path} does not document {status}"
+    ref = responses[status]["content"]["application/json"]["schema"]["$ref"]
+    model = ref.rsplit("/", 1)[1]
+    documented = set(document["components"]["schemas"][model]["properties"])
+    fields = set(response.json())
+    if response.is_success:
+        assert fields == documented
+    else:
+        assert documented <= fields
+
+
+def delivered_event(stack: RunningStack) -> str:
+    """Create an order and return its first event's id once it is delivered."""
+    order = stack.create_order()
+
+    def delivered() -> str | None:
+        response = stack.ventra.get("/v1/events", params={"order_id": order["id"]})
+        events = response.json()["data"]
+        if events and events[-1]["delivery"]["status"] == "delivered":
+            return events[-1]["id"]
+        return None
+
+    return wait_until(delivered)
+
+
+SINCE = (datetime.now(UTC) - timedelta(days=1)).isoformat()
+RETRY_REQUESTS = [
+    ("/v1/events/{event_id}/retry", None),
+    ("/v1/events/retry", {"env": "local", "since": SINCE}),
+]
+
+
+@pytest.mark.parametrize(("path", "body"), RETRY_REQUESTS)
+def test_retry_success_documented(
+    stack: RunningStack, path: str, body: dict[str, str] | None
+) -> None:
+    """A retry's 200 body has exactly the fields the document lists."""
+    event_id = delivered_event(stack)
+
+    response = stack.ventra.post(path.format(event_id=event_id), json=body)
+
+    assert response.status_code == 200, response.text
+    assert_documented(response, "post", path)
+
+
+@pytest.mark.parametrize(("path", "body"), RETRY_REQUESTS)
+def test_retry_disabled_documented(
+    stack: RunningStack, path: str, body: dict[str, str] | None
+) -> None:
+    """A retry on a disabled endpoint is a documented 409."""
+    event_id = delivered_event(stack)
+    stack.ventra.put("/v1/webhook-endpoints/local", json={"enabled": False})
+
+    response = stack.ventra.post(path.format(event_id=event_id), json=body)
+
+    assert response.status_code == 409, response.text
+    assert_documented(response, "post", path)
 
 
 def whole_numbers_as_int(value: Any) -> Any:
