@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import hmac
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from aiohttp import web
 from sqlalchemy import Select, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm import InstrumentedAttribute
 
 from app.core.config import ENVIRONMENTS
 from app.core.http import Handler, json_response, read_model
@@ -110,14 +113,19 @@ def path_text(request: web.Request, name: str) -> str:
     return raw
 
 
-def _env_query(request: web.Request) -> str | None:
+def _filter_env(
+    request: web.Request, query: Select[Any], column: InstrumentedAttribute[str]
+) -> Select[Any]:
+    """Narrow ``query`` to the request's ``env``, which must be a known one."""
     env = request.query.get("env")
-    if env is not None and env not in ENVIRONMENTS:
+    if env is None:
+        return query
+    if env not in ENVIRONMENTS:
         raise ValidationFailed(
             f"env={env[:40]!r} is unknown; use one of {', '.join(ENVIRONMENTS)}",
             field="env",
         )
-    return env
+    return query.where(column == env)
 
 
 def _limit(request: web.Request, default: int = 50, maximum: int = 500) -> int:
@@ -204,51 +212,82 @@ def attempt_json(attempt: Attempt, with_body: bool = False) -> dict[str, Any]:
     return view
 
 
-def _filter_events(request: web.Request, query: Select[Any]) -> Select[Any]:
-    env = _env_query(request)
-    if env is not None:
-        query = query.where(ReceivedEvent.env == env)
-    event_type = text_query(request, "type")
-    if event_type is not None:
-        query = query.where(ReceivedEvent.type == event_type)
-    order_id = text_query(request, "order_id")
-    if order_id is not None:
-        query = query.where(ReceivedEvent.order_id == order_id)
+def _filter(
+    request: web.Request,
+    query: Select[Any],
+    text_columns: Mapping[str, InstrumentedAttribute[Any]],
+    signature_column: InstrumentedAttribute[bool],
+) -> Select[Any]:
+    """Narrow ``query`` by the text and ``signature_valid`` filters of the request."""
+    for name, column in text_columns.items():
+        value = text_query(request, name)
+        if value is not None:
+            query = query.where(column == value)
     valid = _bool_query(request, "signature_valid")
     if valid is not None:
-        query = query.where(ReceivedEvent.last_signature_valid == valid)
+        query = query.where(signature_column == valid)
     return query
+
+
+@dataclass(frozen=True)
+class Keyset:
+    """The columns that page a table newest first.
+
+    Rows are sorted by creation time, then by the text primary key, which
+    breaks ties and is the cursor.
+    """
+
+    entity: type[Any]
+    created: InstrumentedAttribute[datetime]
+    key: InstrumentedAttribute[str]
+    item_name: str
+
+
+EVENT_KEYSET = Keyset(
+    ReceivedEvent, ReceivedEvent.first_received_at, ReceivedEvent.event_id, "event"
+)
+ORDER_KEYSET = Keyset(
+    MerchantOrder, MerchantOrder.first_seen_at, MerchantOrder.order_id, "order"
+)
+
+
+async def _keyset_page(
+    request: web.Request, query: Select[Any], keyset: Keyset
+) -> tuple[list[Any], str | None]:
+    """Load the page of ``query`` after the request's cursor, and the next cursor."""
+    limit = _limit(request)
+    cursor = text_query(request, "cursor")
+    async with ctx(request).sessions() as session:
+        if cursor is not None:
+            anchor = await session.get(keyset.entity, cursor)
+            if anchor is None:
+                raise ValidationFailed(
+                    f"cursor={cursor[:40]!r} is not an {keyset.item_name} id from"
+                    " next_cursor",
+                    field="cursor",
+                )
+            # The creation time is set once on insert, so pages are stable
+            # while later webhooks update the rows.
+            created = getattr(anchor, keyset.created.key)
+            key = getattr(anchor, keyset.key.key)
+            query = query.where(
+                (keyset.created < created)
+                | ((keyset.created == created) & (keyset.key < key))
+            )
+        query = query.order_by(keyset.created.desc(), keyset.key.desc())
+        rows = list((await session.scalars(query.limit(limit + 1))).all())
+    page = rows[:limit]
+    next_cursor = getattr(page[-1], keyset.key.key) if len(rows) > limit else None
+    return page, next_cursor
 
 
 @routes.get("/api/events")
 async def list_events(request: web.Request) -> web.Response:
     """List events, newest first received, filtered and paginated."""
-    query = _filter_events(request, select(ReceivedEvent))
-    limit = _limit(request)
-    cursor = text_query(request, "cursor")
-    async with ctx(request).sessions() as session:
-        if cursor is not None:
-            anchor = await session.get(ReceivedEvent, cursor)
-            if anchor is None:
-                raise ValidationFailed(
-                    f"cursor={cursor[:40]!r} is not an event id from next_cursor",
-                    field="cursor",
-                )
-            # first_received_at never changes once stored, so pages are stable
-            # while new attempts arrive.
-            query = query.where(
-                (ReceivedEvent.first_received_at < anchor.first_received_at)
-                | (
-                    (ReceivedEvent.first_received_at == anchor.first_received_at)
-                    & (ReceivedEvent.event_id < anchor.event_id)
-                )
-            )
-        query = query.order_by(
-            ReceivedEvent.first_received_at.desc(), ReceivedEvent.event_id.desc()
-        ).limit(limit + 1)
-        rows = list((await session.scalars(query)).all())
-    page = rows[:limit]
-    next_cursor = page[-1].event_id if len(rows) > limit else None
+    query = _filter_env(request, select(ReceivedEvent), ReceivedEvent.env)
+    text_columns = {"type": ReceivedEvent.type, "order_id": ReceivedEvent.order_id}
+    query = _filter(request, query, text_columns, ReceivedEvent.last_signature_valid)
+    page, next_cursor = await _keyset_page(request, query, EVENT_KEYSET)
     return json_response(
         {"data": [event_json(e) for e in page], "next_cursor": next_cursor}
     )
@@ -270,25 +309,6 @@ async def get_event(request: web.Request) -> web.Response:
         )
 
 
-def _filter_attempts(request: web.Request, query: Select[Any]) -> Select[Any]:
-    env = text_query(request, "env")
-    if env is not None:
-        query = query.where(Attempt.env == env)
-    for name, column in (
-        ("type", Attempt.event_type),
-        ("event_id", Attempt.event_id),
-        ("order_id", Attempt.order_id),
-        ("mode", Attempt.mode),
-    ):
-        value = text_query(request, name)
-        if value is not None:
-            query = query.where(column == value)
-    valid = _bool_query(request, "signature_valid")
-    if valid is not None:
-        query = query.where(Attempt.signature_valid == valid)
-    return query
-
-
 @routes.get("/api/attempts")
 async def list_attempts(request: web.Request) -> web.Response:
     """List attempts newest first by cursor, or oldest first after ``after_id``.
@@ -296,7 +316,14 @@ async def list_attempts(request: web.Request) -> web.Response:
     ``after_id`` serves live views: it returns the attempts stored since the
     last one seen, oldest first.
     """
-    query = _filter_attempts(request, select(Attempt))
+    text_columns = {
+        "env": Attempt.env,
+        "type": Attempt.event_type,
+        "event_id": Attempt.event_id,
+        "order_id": Attempt.order_id,
+        "mode": Attempt.mode,
+    }
+    query = _filter(request, select(Attempt), text_columns, Attempt.signature_valid)
     limit = _limit(request, 100, 1000)
     after = _int_query(request, "after_id")
     cursor = _int_query(request, "cursor")
@@ -360,33 +387,8 @@ def order_json(order: MerchantOrder) -> dict[str, Any]:
 @routes.get("/api/orders")
 async def list_orders(request: web.Request) -> web.Response:
     """List the orders that validly signed events have named, newest first."""
-    query = select(MerchantOrder)
-    env = _env_query(request)
-    if env is not None:
-        query = query.where(MerchantOrder.env == env)
-    limit = _limit(request)
-    cursor = text_query(request, "cursor")
-    async with ctx(request).sessions() as session:
-        if cursor is not None:
-            anchor = await session.get(MerchantOrder, cursor)
-            if anchor is None:
-                raise ValidationFailed(
-                    f"cursor={cursor[:40]!r} is not an order id from next_cursor",
-                    field="cursor",
-                )
-            query = query.where(
-                (MerchantOrder.first_seen_at < anchor.first_seen_at)
-                | (
-                    (MerchantOrder.first_seen_at == anchor.first_seen_at)
-                    & (MerchantOrder.order_id < anchor.order_id)
-                )
-            )
-        query = query.order_by(
-            MerchantOrder.first_seen_at.desc(), MerchantOrder.order_id.desc()
-        ).limit(limit + 1)
-        rows = list((await session.scalars(query)).all())
-    page = rows[:limit]
-    next_cursor = page[-1].order_id if len(rows) > limit else None
+    query = _filter_env(request, select(MerchantOrder), MerchantOrder.env)
+    page, next_cursor = await _keyset_page(request, query, ORDER_KEYSET)
     return json_response(
         {"data": [order_json(o) for o in page], "next_cursor": next_cursor}
     )

@@ -238,6 +238,18 @@ def test_events_bad_query_rejected(sim: Sim, params: dict[str, str]) -> None:
     assert response.status_code == 422
 
 
+@pytest.mark.parametrize(
+    ("path", "item_name"), [("/api/events", "event"), ("/api/orders", "order")]
+)
+def test_unknown_cursor_rejected(sim: Sim, path: str, item_name: str) -> None:
+    """A cursor that names no row is 422, naming the kind of id expected."""
+    response = sim.api.get(path, params={"cursor": "evt_unknown"})
+
+    assert response.status_code == 422
+    assert response.json()["field"] == "cursor"
+    assert f"is not an {item_name} id" in response.json()["message"]
+
+
 def test_attempts_after_id_live(sim: Sim) -> None:
     """after_id returns the attempts stored since, oldest first."""
     sim.deliver(make_event("ord_live", 1))
