@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from aiohttp import web
-from sqlalchemy import delete, select, update
+from sqlalchemy import ColumnElement, and_, delete, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -67,6 +67,23 @@ def _check_key(key: str) -> None:
         )
 
 
+def _match_key(key: str, method: str, path: str) -> ColumnElement[bool]:
+    """Return the WHERE clause of the row of ``key`` on one route."""
+    return and_(
+        IdempotencyRecord.key == key,
+        IdempotencyRecord.method == method,
+        IdempotencyRecord.path == path,
+    )
+
+
+def _match_open_claim(key: str, method: str, path: str) -> ColumnElement[bool]:
+    """Return the WHERE clause of that row while it is a claim with no response.
+
+    Claiming and releasing delete only such rows, so a stored response stays.
+    """
+    return and_(_match_key(key, method, path), IdempotencyRecord.status.is_(None))
+
+
 def _replay(stored: StoredResponse) -> web.Response:
     response = web.Response(
         body=stored.body, status=stored.status, content_type="application/json"
@@ -92,10 +109,7 @@ class IdempotencyStore:
             # A claim that never got a response was left by a crash: drop it.
             await session.execute(
                 delete(IdempotencyRecord).where(
-                    IdempotencyRecord.key == key,
-                    IdempotencyRecord.method == method,
-                    IdempotencyRecord.path == path,
-                    IdempotencyRecord.status.is_(None),
+                    _match_open_claim(key, method, path),
                     IdempotencyRecord.created_at < now - ABANDONED_AFTER,
                 )
             )
@@ -124,11 +138,7 @@ class IdempotencyStore:
         async with self._sessions() as session:
             await session.execute(
                 update(IdempotencyRecord)
-                .where(
-                    IdempotencyRecord.key == key,
-                    IdempotencyRecord.method == method,
-                    IdempotencyRecord.path == path,
-                )
+                .where(_match_key(key, method, path))
                 .values(status=stored.status, response_body=stored.body)
             )
             await session.commit()
@@ -137,23 +147,14 @@ class IdempotencyStore:
         """Drop a claim whose request failed, so the client can try again."""
         async with self._sessions() as session:
             await session.execute(
-                delete(IdempotencyRecord).where(
-                    IdempotencyRecord.key == key,
-                    IdempotencyRecord.method == method,
-                    IdempotencyRecord.path == path,
-                    IdempotencyRecord.status.is_(None),
-                )
+                delete(IdempotencyRecord).where(_match_open_claim(key, method, path))
             )
             await session.commit()
 
     async def find(self, key: str, method: str, path: str) -> IdempotencyRecord | None:
         async with self._sessions() as session:
             return await session.scalar(
-                select(IdempotencyRecord).where(
-                    IdempotencyRecord.key == key,
-                    IdempotencyRecord.method == method,
-                    IdempotencyRecord.path == path,
-                )
+                select(IdempotencyRecord).where(_match_key(key, method, path))
             )
 
     async def wait_for_response(

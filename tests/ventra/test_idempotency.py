@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
 
+from app.ventra.idempotency import ABANDONED_AFTER
 from tests.conftest import RunningStack
 
 
@@ -141,6 +144,62 @@ def test_rejected_request_frees_key(stack: RunningStack) -> None:
     assert rejected.status_code == 415
     assert corrected.status_code == 201
     assert "Idempotent-Replayed" not in corrected.headers
+
+
+def store_old_row(
+    stack: RunningStack, idempotency_key: str, body: bytes, status: int | None
+) -> None:
+    """Insert a row for a key on POST /v1/orders, older than ABANDONED_AFTER."""
+    created_at = datetime.now(UTC) - ABANDONED_AFTER - timedelta(seconds=10)
+    response_body = None if status is None else b'{"stored": true}'
+    with stack.databases.ventra_conn() as conn:
+        conn.execute(
+            "INSERT INTO idempotency_keys (key, method, path, request_hash, status,"
+            " response_body, created_at) VALUES (%s, 'POST', '/v1/orders', %s, %s,"
+            " %s, %s)",
+            (
+                idempotency_key,
+                hashlib.sha256(body).hexdigest(),
+                status,
+                response_body,
+                created_at,
+            ),
+        )
+
+
+def test_abandoned_claim_taken_over(stack: RunningStack) -> None:
+    """A claim with no response, left by a crash, is dropped and claimed anew."""
+    headers = key()
+    body = b'{"amount": 100}'
+    store_old_row(stack, headers["Idempotency-Key"], body, status=None)
+
+    response = stack.ventra.post(
+        "/v1/orders",
+        content=body,
+        headers={**headers, "Content-Type": "application/json"},
+    )
+
+    assert response.status_code == 201
+    assert "Idempotent-Replayed" not in response.headers
+    assert order_count(stack) == 1
+
+
+def test_old_response_replayed(stack: RunningStack) -> None:
+    """A stored response is replayed however old it is."""
+    headers = key()
+    body = b'{"amount": 100}'
+    store_old_row(stack, headers["Idempotency-Key"], body, status=201)
+
+    response = stack.ventra.post(
+        "/v1/orders",
+        content=body,
+        headers={**headers, "Content-Type": "application/json"},
+    )
+
+    assert response.status_code == 201
+    assert response.content == b'{"stored": true}'
+    assert response.headers["Idempotent-Replayed"] == "true"
+    assert order_count(stack) == 0
 
 
 def test_duplicate_api_key_header(stack: RunningStack) -> None:
