@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import json
 import logging
 import random
 import time
@@ -11,13 +12,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, Table, insert, text
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import CursorResult, text
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from app.core.signatures import fingerprint, hex_signature, standard_signature
+from app.ventra.delivery_sql import INSERT_ATTEMPTS_SQL
 from app.ventra.endpoints import cancel_pending
 from app.ventra.errors import DeliveryUnavailable
-from app.ventra.models import DeliveryAttempt
 
 log = logging.getLogger("ventra.delivery")
 
@@ -39,7 +40,17 @@ USER_AGENT = "Ventra-Webhooks/0.1"
 REDACTED = "[redacted]"
 SIGNATURE_HEADERS = ("X-Signature", "webhook-signature")
 RECORD_BATCH = 256
+# Seconds a small batch of outcomes waits for more before it is written.
+RECORD_LINGER = 0.02
 RECORD_TRIES = 3
+# A claimed attempt not started within this many seconds of its claim is
+# handed back unsent, so its lease cannot run out during the POST.
+START_WINDOW = 3.0
+LEASE_MARGIN = 2.0
+# The worker claims ahead about this many seconds of sending, at the rate
+# it has recently reached, and at most MAX_CLAIM deliveries at a time.
+PREFETCH_SECONDS = 1.0
+MAX_CLAIM = 1024
 
 # Error kinds stored with failed attempts.
 CONNECTION_REFUSED = "connection_refused"
@@ -60,12 +71,13 @@ class DeliveryConfig:
     concurrency: int = 64
     poll_interval: float = 0.25
     recovery_interval: float = 1.0
+    start_window: float = START_WINDOW
 
     @property
     def lease(self) -> timedelta:
-        # A live worker finishes an attempt within the timeout; the margin
-        # covers the database writes around it.
-        return timedelta(seconds=self.timeout + 5)
+        # A live worker starts an attempt within start_window of its claim
+        # and ends it within the timeout; the rest covers clock and writes.
+        return timedelta(seconds=self.start_window + self.timeout + LEASE_MARGIN)
 
 
 @dataclass
@@ -81,6 +93,8 @@ class Claim:
     secret_fingerprint: str
     body: bytes
     headers: dict[str, str]
+    # time.monotonic() after which the attempt must not start.
+    start_by: float = float("inf")
 
 
 @dataclass
@@ -103,7 +117,8 @@ class Finished:
 
     claim: Claim
     outcome: Outcome
-    done: asyncio.Future[str] = field(repr=False)
+    # Set for manual retries, whose caller waits for the commit.
+    done: asyncio.Future[str] | None = field(default=None, repr=False)
 
 
 def next_delay(schedule: str, failures: int) -> float | None:
@@ -204,26 +219,30 @@ def signed_claim(
     )
 
 
-async def insert_attempts(session: AsyncSession, claims: list[Claim]) -> None:
+def json_rows(rows: list[dict[str, Any]]) -> dict[str, str]:
+    """Bind rows as the one JSON parameter of a ``jsonb_to_recordset`` statement."""
+    return {"rows": json.dumps(rows)}
+
+
+async def insert_attempts(
+    session: AsyncSession | AsyncConnection, claims: list[Claim]
+) -> None:
     """Write the in-flight attempt rows of claims, before anything is sent."""
-    now = datetime.now(UTC)
+    rows = [
+        {
+            "delivery_id": c.delivery_id,
+            "event_id": c.event_id,
+            "number": c.number,
+            "trigger": c.trigger,
+            "request_headers": redacted(c.headers),
+            "endpoint_url": c.url,
+            "endpoint_env": c.env,
+            "secret_fingerprint": c.secret_fingerprint,
+        }
+        for c in claims
+    ]
     await session.execute(
-        insert(cast(Table, DeliveryAttempt.__table__)),
-        [
-            {
-                "delivery_id": c.delivery_id,
-                "event_id": c.event_id,
-                "number": c.number,
-                "trigger": c.trigger,
-                "status": "in_flight",
-                "started_at": now,
-                "request_headers": redacted(c.headers),
-                "endpoint_url": c.url,
-                "endpoint_env": c.env,
-                "secret_fingerprint": c.secret_fingerprint,
-            }
-            for c in claims
-        ],
+        INSERT_ATTEMPTS_SQL, {"started_at": datetime.now(UTC), **json_rows(rows)}
     )
 
 
@@ -249,14 +268,13 @@ def check_retryable(event_id: str, row: Any) -> None:
         )
 
 
-def attempt_values(item: Finished, now: datetime) -> dict[str, Any]:
+def attempt_values(item: Finished) -> dict[str, Any]:
     """Return the columns that finish an attempt row."""
     outcome = item.outcome
     return {
         "delivery_id": item.claim.delivery_id,
         "number": item.claim.number,
         "status": "succeeded" if outcome.ok else "failed",
-        "finished_at": now,
         "latency_ms": outcome.latency_ms,
         "http_status": outcome.http_status,
         "error_kind": outcome.error_kind,
@@ -291,7 +309,9 @@ def next_state(item: Finished, row: Any, now: datetime) -> tuple[str, datetime |
     return "pending", now + timedelta(seconds=delay)
 
 
-async def disable_gone(session: AsyncSession, env: str, now: datetime) -> None:
+async def disable_gone(
+    session: AsyncSession | AsyncConnection, env: str, now: datetime
+) -> None:
     """Disable an endpoint that returned 410 Gone and cancel its pending deliveries."""
     result = await session.execute(
         text(

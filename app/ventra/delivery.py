@@ -7,6 +7,11 @@ lease. An attempt still ``in_flight`` after its lease has expired was cut
 off by a crash, so it is recorded as interrupted before the delivery is
 retried.
 
+The worker claims ahead of its senders, so one transaction serves many
+attempts. The lease covers a start window, the timeout and a margin: an
+attempt that waited in the queue past its start window goes back unsent,
+so no POST can still be running when its lease runs out.
+
 Outcomes are written by one recorder task in batches, so a busy worker
 spends one transaction on many attempts. A POST is sent only after its
 claim has committed. The outcome's commit may lag behind, so a crash can
@@ -25,14 +30,22 @@ from typing import Any, cast
 import aiohttp
 from sqlalchemy import CursorResult, text
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+)
 
 from app.ventra.attempts import (
     CONNECTION_ERROR,
     CONNECTION_REFUSED,
     HTTP_STATUS,
     INVALID_RESPONSE,
+    MAX_CLAIM,
+    PREFETCH_SECONDS,
     RECORD_BATCH,
+    RECORD_LINGER,
     RECORD_TRIES,
     REDIRECT,
     RESPONSE_EXCERPT_BYTES,
@@ -47,6 +60,7 @@ from app.ventra.attempts import (
     clean_text,
     disable_gone,
     insert_attempts,
+    json_rows,
     log_attempt,
     next_state,
     parse_retry_after,
@@ -62,14 +76,69 @@ from app.ventra.delivery_sql import (
     MANUAL_CLAIM_SQL,
     MANUAL_START_SQL,
     RECOVER_SQL,
+    RELEASE_SQL,
 )
 from app.ventra.errors import DeliveryUnavailable, NotFound
 
 log = logging.getLogger("ventra.delivery")
 
 
+def is_manual(item: Finished | Claim) -> bool:
+    """Tell whether a recorder item is a manual retry, whose caller waits."""
+    return isinstance(item, Finished) and item.done is not None
+
+
+def settle(
+    batch: list[Finished | Claim],
+    *,
+    statuses: dict[str, str] | None = None,
+    error: BaseException | None = None,
+) -> None:
+    """Log recorded attempts and resolve the futures of manual retries."""
+    for item in batch:
+        if not isinstance(item, Finished):
+            continue
+        status = (statuses or {}).get(item.claim.delivery_id, "unchanged")
+        if error is None:
+            log_attempt(item, status)
+        if item.done is None or item.done.done():
+            continue
+        if error is not None:
+            item.done.set_exception(error)
+        else:
+            item.done.set_result(status)
+
+
+class RateMeter:
+    """Attempts finished per second, rising at once and falling gently."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._rate = 0.0
+        self._mark = time.monotonic()
+        self._marked = 0
+
+    def per_second(self) -> float:
+        now = time.monotonic()
+        elapsed = now - self._mark
+        # A window ends after 0.2 s, or sooner once it has seen enough
+        # attempts, so the estimate catches up quickly when work arrives.
+        if elapsed >= 0.2 or (self.count - self._marked >= 32 and elapsed >= 0.01):
+            current = (self.count - self._marked) / elapsed
+            self._rate = max(current, (self._rate + current) / 2)
+            self._mark, self._marked = now, self.count
+        return self._rate
+
+
 class DeliveryWorker:
-    """Send due deliveries until stopped; also serves manual retries."""
+    """Send due deliveries until stopped; also serves manual retries.
+
+    ``concurrency`` sender tasks take claimed attempts from a ready queue and
+    POST them. The run loop claims ahead of them, in batches sized to what
+    the senders have recently sent in ``PREFETCH_SECONDS``, so that a
+    claiming transaction serves many attempts and the senders rarely wait
+    for one.
+    """
 
     def __init__(
         self,
@@ -77,31 +146,59 @@ class DeliveryWorker:
         config: DeliveryConfig,
     ) -> None:
         self._sessions = sessions
+        # The claim and the recorder run Core statements only, so they use
+        # connections directly, without the ORM session's bookkeeping.
+        self._engine = cast(AsyncEngine, sessions.kw["bind"])
         self._config = config
         self._wake = asyncio.Event()
-        self._sending: set[asyncio.Task[Any]] = set()
-        self._finished: asyncio.Queue[Finished | None] = asyncio.Queue(
-            maxsize=config.concurrency * 4
+        self._ready: asyncio.Queue[Claim | None] = asyncio.Queue()
+        self._senders: list[asyncio.Task[None]] = []
+        self._posting = 0
+        self._sent = RateMeter()
+        self._claiming: asyncio.Task[int] | None = None
+        # True once a claim found fewer due deliveries than it asked for:
+        # then a finished POST is no reason to claim again, but new events,
+        # a recorded outcome or the poll interval are.
+        self._drained = False
+        # The run loop claims again once at most this many attempts are held.
+        self._refill_at = 0
+        self._finished: asyncio.Queue[Finished | Claim | None] = asyncio.Queue(
+            maxsize=2 * RECORD_BATCH + config.concurrency
         )
         self._recorder: asyncio.Task[None] | None = None
         self._http: aiohttp.ClientSession | None = None
         self._stopping = False
 
     async def start(self) -> None:
-        """Open the HTTP client and start the recorder."""
+        """Open the HTTP client; start the senders and the recorder."""
         connector = aiohttp.TCPConnector(limit=self._config.concurrency + 8)
         self._http = aiohttp.ClientSession(
             connector=connector, auto_decompress=False, trust_env=False
         )
         self._recorder = asyncio.create_task(self._record_loop(), name="recorder")
+        self._senders = [
+            asyncio.create_task(self._send_loop(), name=f"sender-{n}")
+            for n in range(self._config.concurrency)
+        ]
 
     async def close(self) -> None:
-        """Finish the attempts in flight, record them, close the client."""
+        """Finish the attempts in flight, hand back unsent ones, close the client."""
         self._stopping = True
         self._wake.set()
-        while self._sending:
-            await asyncio.gather(*list(self._sending), return_exceptions=True)
+        if self._claiming is not None:
+            await asyncio.gather(self._claiming, return_exceptions=True)
+        unsent = []
+        while not self._ready.empty():
+            claim = self._ready.get_nowait()
+            if claim is not None:
+                unsent.append(claim)
+        for _ in self._senders:
+            self._ready.put_nowait(None)
+        await asyncio.gather(*self._senders, return_exceptions=True)
+        self._senders = []
         if self._recorder is not None:
+            for claim in unsent:
+                await self._finished.put(claim)
             await self._finished.put(None)
             await asyncio.gather(self._recorder, return_exceptions=True)
             self._recorder = None
@@ -111,30 +208,28 @@ class DeliveryWorker:
 
     def wake(self) -> None:
         """Look for due deliveries now instead of at the next poll."""
+        self._drained = False
         self._wake.set()
 
     async def run(self) -> None:
-        """Claim and send deliveries until stopped or cancelled."""
+        """Claim deliveries for the senders until stopped or cancelled."""
         next_recovery = 0.0
-        floor = max(1, self._config.concurrency // 4)
         while not self._stopping:
-            # Cleared before the slots are counted, so a send that ends
+            # Cleared before the room is counted, so an attempt that ends
             # from here on wakes the wait below.
             self._wake.clear()
             if time.monotonic() >= next_recovery:
                 await self._guarded(self.recover_interrupted(), "recovery")
                 next_recovery = time.monotonic() + self._config.recovery_interval
-            busy = len(self._sending)
-            free = self._config.concurrency - busy
-            # While POSTs are in flight, wait for a quarter of the slots to
-            # free up, so that one transaction claims several deliveries.
-            if free > 0 and (busy == 0 or free >= floor):
-                # Shielded: once a claim commits, its attempts must be sent
-                # even if this task is cancelled, or they wait for the lease.
-                task = asyncio.ensure_future(self._claim_and_send(free))
-                self._track(task)
-                if await asyncio.shield(task) == free:
-                    continue  # every slot was filled; more may be due
+            limit = 0 if self._stopping else self._claim_limit()
+            if limit > 0:
+                # Shielded: once a claim commits, its attempts must reach the
+                # senders even if this task is cancelled, or they wait for
+                # the lease.
+                self._claiming = asyncio.ensure_future(self._claim_ahead(limit))
+                self._drained = await asyncio.shield(self._claiming) < limit
+                if not self._drained:
+                    continue  # every place was filled; more may be due
             # asyncio.timeout, not wait_for: on Python 3.11, wait_for can
             # swallow a cancellation that arrives as the wait ends, and the
             # server's stop would then wait for this loop forever.
@@ -143,6 +238,19 @@ class DeliveryWorker:
                     await self._wake.wait()
             except TimeoutError:
                 pass
+
+    def _claim_limit(self) -> int:
+        """Return how many deliveries to claim now; 0 to wait."""
+        ahead = min(int(self._sent.per_second() * PREFETCH_SECONDS), MAX_CLAIM)
+        capacity = self._config.concurrency + ahead
+        held = self._posting + self._ready.qsize()
+        room = capacity - held
+        # While attempts are held, wait for half of the capacity to
+        # free up, so that one transaction claims many deliveries.
+        self._refill_at = capacity - max(1, capacity // 2)
+        if room <= 0 or (held and held > self._refill_at):
+            return 0
+        return min(room, MAX_CLAIM)
 
     async def _guarded(self, work: Awaitable[Any], what: str) -> Any:
         """Await database work, logging a failure and pausing instead of raising."""
@@ -153,27 +261,18 @@ class DeliveryWorker:
             await asyncio.sleep(1.0)
             return None
 
-    def _track(self, task: asyncio.Task[Any]) -> None:
-        self._sending.add(task)
-        task.add_done_callback(self._task_done)
-
-    def _task_done(self, task: asyncio.Task[Any]) -> None:
-        self._sending.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("delivery task failed", exc_info=task.exception())
-        self._wake.set()
-
-    async def _claim_and_send(self, limit: int) -> int:
+    async def _claim_ahead(self, limit: int) -> int:
         claims = await self._guarded(self._claim(limit), "claim")
-        if not claims:
-            return 0
-        for claim in claims:
-            self._track(asyncio.create_task(self._send(claim)))
-        return len(claims)
+        for claim in claims or ():
+            self._ready.put_nowait(claim)
+        return len(claims or ())
 
     async def _claim(self, limit: int) -> list[Claim]:
         """Claim due deliveries and write their attempts, in one transaction."""
-        async with self._sessions() as session:
+        # Read before the claim, so the window closes before the lease
+        # that the database counts from its own later now().
+        start_by = time.monotonic() + self._config.start_window
+        async with self._engine.connect() as session:
             rows = (
                 await session.execute(
                     CLAIM_SQL, {"limit": limit, "lease": self._config.lease}
@@ -183,14 +282,35 @@ class DeliveryWorker:
             if claims:
                 await insert_attempts(session, claims)
             await session.commit()
+        for claim in claims:
+            claim.start_by = start_by
         return claims
 
+    async def _send_loop(self) -> None:
+        """POST claimed attempts one at a time until a ``None`` arrives."""
+        while (claim := await self._ready.get()) is not None:
+            if time.monotonic() > claim.start_by:
+                # Too late to finish within the lease: hand it back unsent.
+                await self._finished.put(claim)
+                continue
+            self._posting += 1
+            try:
+                outcome = await self._post(claim)
+            finally:
+                self._posting -= 1
+            self._sent.count += 1
+            if (
+                not self._drained
+                and self._posting + self._ready.qsize() <= self._refill_at
+            ):
+                self._wake.set()
+            await self._finished.put(Finished(claim, outcome))
+
     async def _send(self, claim: Claim) -> tuple[Outcome, asyncio.Future[str]]:
-        """POST one attempt and hand its outcome to the recorder.
+        """POST a manual attempt and hand its outcome to the recorder.
 
         The returned future resolves to the delivery's new status once the
-        outcome is committed. The caller's slot is free before that, so the
-        next POST need not wait for the database.
+        outcome is committed.
         """
         outcome = await self._post(claim)
         done: asyncio.Future[str] = asyncio.get_running_loop().create_future()
@@ -282,16 +402,33 @@ class DeliveryWorker:
         )
 
     async def _record_loop(self) -> None:
-        """Write finished attempts in batches until a ``None`` arrives."""
+        """Write finished attempts in batches until a ``None`` arrives.
+
+        A ``Claim`` in the queue is an attempt handed back unsent.
+        """
+        loop = asyncio.get_running_loop()
         stop = False
         while not stop:
-            batch: list[Finished] = []
+            batch: list[Finished | Claim] = []
             item = await self._finished.get()
+            # A small batch waits up to RECORD_LINGER for company, so that
+            # a busy worker spends one transaction on many attempts. A
+            # manual retry's caller is waiting, so its batch goes at once.
+            deadline = loop.time() + RECORD_LINGER
             while item is not None:
                 batch.append(item)
-                if len(batch) >= RECORD_BATCH or self._finished.empty():
+                if len(batch) >= RECORD_BATCH:
                     break
-                item = self._finished.get_nowait()
+                if not self._finished.empty():
+                    item = self._finished.get_nowait()
+                    continue
+                if len(batch) >= RECORD_BATCH // 4 or is_manual(item):
+                    break
+                try:
+                    async with asyncio.timeout_at(deadline):
+                        item = await self._finished.get()
+                except TimeoutError:
+                    break
             stop = item is None
             if not batch:
                 continue
@@ -299,11 +436,9 @@ class DeliveryWorker:
                 await self._record(batch)
             except Exception as exc:
                 log.exception("delivery outcomes not recorded count=%d", len(batch))
-                for finished in batch:
-                    if not finished.done.done():
-                        finished.done.set_exception(exc)
+                settle(batch, error=exc)
 
-    async def _record(self, batch: list[Finished]) -> None:
+    async def _record(self, batch: list[Finished | Claim]) -> None:
         for attempt in range(1, RECORD_TRIES + 1):
             try:
                 statuses = await self._write(batch)
@@ -315,54 +450,68 @@ class DeliveryWorker:
                         len(batch),
                         exc,
                     )
-                    for item in batch:
-                        if not item.done.done():
-                            item.done.set_exception(exc)
+                    settle(batch, error=exc)
                     return
                 await asyncio.sleep(0.2 * attempt)
                 continue
-            for item in batch:
-                status = statuses.get(item.claim.delivery_id, "unchanged")
-                log_attempt(item, status)
-                if not item.done.done():
-                    item.done.set_result(status)
+            settle(batch, statuses=statuses)
+            # A recorded outcome can make the next event of an order due.
+            self.wake()
             return
 
-    async def _write(self, batch: list[Finished]) -> dict[str, str]:
+    async def _write(self, batch: list[Finished | Claim]) -> dict[str, str]:
         """Record outcomes and move their deliveries on, in one transaction."""
         now = datetime.now(UTC)
-        batch = sorted(batch, key=lambda item: item.claim.delivery_id)
+        # Two recorders write the same delivery only when lease recovery has
+        # handed it to another worker. A deadlock between them raises a
+        # DBAPIError, and _record tries the batch again.
+        finished = [i for i in batch if isinstance(i, Finished)]
+        unsent = [i for i in batch if isinstance(i, Claim)]
         statuses: dict[str, str] = {}
-        async with self._sessions() as session:
+        async with self._engine.connect() as session:
             # Losing this commit in a database crash is safe: the attempt
             # stays in flight and lease recovery sends it again.
             await session.execute(text("SET LOCAL synchronous_commit TO OFF"))
-            await session.execute(
-                ATTEMPT_DONE_SQL, [attempt_values(i, now) for i in batch]
-            )
-            delivered = [i for i in batch if i.outcome.ok]
-            failed = [i for i in batch if not i.outcome.ok]
-            if delivered:
+            if unsent:
                 await session.execute(
-                    DELIVERED_SQL,
-                    [
-                        {
-                            "delivery_id": i.claim.delivery_id,
-                            "number": i.claim.number,
-                            "http_status": i.outcome.http_status,
-                            "now": now,
-                        }
-                        for i in delivered
-                    ],
+                    RELEASE_SQL,
+                    json_rows(
+                        [
+                            {"delivery_id": c.delivery_id, "number": c.number}
+                            for c in unsent
+                        ]
+                    ),
                 )
+            if finished:
+                await session.execute(
+                    ATTEMPT_DONE_SQL,
+                    {
+                        "finished_at": now,
+                        **json_rows([attempt_values(i) for i in finished]),
+                    },
+                )
+            delivered = [i for i in finished if i.outcome.ok]
+            failed = [i for i in finished if not i.outcome.ok]
+            if delivered:
+                rows = [
+                    {
+                        "delivery_id": i.claim.delivery_id,
+                        "number": i.claim.number,
+                        "http_status": i.outcome.http_status,
+                    }
+                    for i in delivered
+                ]
+                await session.execute(DELIVERED_SQL, {"now": now, **json_rows(rows)})
                 statuses.update((i.claim.delivery_id, "delivered") for i in delivered)
             if failed:
                 statuses.update(await self._advance_failed(session, failed, now))
             await session.commit()
+        if unsent:
+            log.info("delivery attempts handed back unsent count=%d", len(unsent))
         return statuses
 
     async def _advance_failed(
-        self, session: AsyncSession, failed: list[Finished], now: datetime
+        self, session: AsyncConnection, failed: list[Finished], now: datetime
     ) -> dict[str, str]:
         for env in sorted(
             {i.claim.env for i in failed if i.outcome.http_status == 410}

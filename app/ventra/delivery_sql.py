@@ -1,4 +1,9 @@
-"""SQL statements of the delivery worker, kept apart from its control flow."""
+"""SQL statements of the delivery worker, kept apart from its control flow.
+
+Statements that write many rows take them as one JSON array, read with
+``jsonb_to_recordset``, so a batch costs one statement instead of one per
+row.
+"""
 
 from sqlalchemy import text
 
@@ -7,10 +12,10 @@ CLAIM_SQL = text(
     WITH due AS (
         SELECT d.id
           FROM deliveries d
-          JOIN webhook_endpoints w ON w.env = d.env
          WHERE d.status = 'pending'
            AND d.next_attempt_at <= now()
-           AND w.enabled AND w.url IS NOT NULL
+           AND d.env = ANY (ARRAY(SELECT w.env FROM webhook_endpoints w
+                                   WHERE w.enabled AND w.url IS NOT NULL))
            AND NOT EXISTS (
                SELECT 1 FROM deliveries older
                 WHERE older.order_id = d.order_id
@@ -51,6 +56,20 @@ MANUAL_CLAIM_SQL = text(
     """
 )
 
+INSERT_ATTEMPTS_SQL = text(
+    """
+    INSERT INTO delivery_attempts
+        (delivery_id, event_id, number, trigger, status, started_at,
+         request_headers, endpoint_url, endpoint_env, secret_fingerprint)
+    SELECT c.delivery_id, c.event_id, c.number, c.trigger, 'in_flight', :started_at,
+           c.request_headers, c.endpoint_url, c.endpoint_env, c.secret_fingerprint
+      FROM jsonb_to_recordset(CAST(:rows AS jsonb))
+           AS c(delivery_id text, event_id text, number integer, trigger text,
+                request_headers jsonb, endpoint_url text, endpoint_env text,
+                secret_fingerprint text)
+    """
+)
+
 MANUAL_START_SQL = text(
     """
     UPDATE deliveries
@@ -67,12 +86,16 @@ MANUAL_START_SQL = text(
 
 ATTEMPT_DONE_SQL = text(
     """
-    UPDATE delivery_attempts
-       SET status = :status, finished_at = :finished_at, latency_ms = :latency_ms,
-           http_status = :http_status, error_kind = :error_kind,
-           error_message = :error_message, response_excerpt = :excerpt,
-           location = :location
-     WHERE delivery_id = :delivery_id AND number = :number
+    UPDATE delivery_attempts a
+       SET status = o.status, finished_at = :finished_at, latency_ms = o.latency_ms,
+           http_status = o.http_status, error_kind = o.error_kind,
+           error_message = o.error_message, response_excerpt = o.excerpt,
+           location = o.location
+      FROM jsonb_to_recordset(CAST(:rows AS jsonb))
+           AS o(delivery_id text, number integer, status text, latency_ms integer,
+                http_status integer, error_kind text, error_message text,
+                excerpt text, location text)
+     WHERE a.delivery_id = o.delivery_id AND a.number = o.number
     """
 )
 
@@ -80,12 +103,15 @@ ATTEMPT_DONE_SQL = text(
 # the queue: the receiver has the event, so sending it again is pointless.
 DELIVERED_SQL = text(
     """
-    UPDATE deliveries
+    UPDATE deliveries d
        SET status = 'delivered', next_attempt_at = NULL, lease_until = NULL,
-           last_http_status = :http_status, last_error_kind = NULL,
+           last_http_status = o.http_status, last_error_kind = NULL,
            updated_at = :now
-     WHERE id = :delivery_id
-       AND (status = 'pending' OR (status = 'in_flight' AND attempt_count = :number))
+      FROM jsonb_to_recordset(CAST(:rows AS jsonb))
+           AS o(delivery_id text, number integer, http_status integer)
+     WHERE d.id = o.delivery_id
+       AND (d.status = 'pending'
+            OR (d.status = 'in_flight' AND d.attempt_count = o.number))
     """
 )
 
@@ -163,5 +189,27 @@ BULK_RETRY_SQL = text(
     UPDATE deliveries
        SET status = 'pending', next_attempt_at = now(), updated_at = now()
      WHERE env = :env AND status IN ('failed', 'cancelled') AND created_at >= :since
+    """
+)
+
+# Hands back a claimed attempt that was never sent: the delivery is due
+# again with its attempt number, and no attempt row is left behind.
+RELEASE_SQL = text(
+    """
+    WITH unsent AS (
+        SELECT * FROM jsonb_to_recordset(CAST(:rows AS jsonb))
+            AS u(delivery_id text, number integer)
+    ), released AS (
+        UPDATE deliveries d
+           SET status = 'pending', attempt_count = d.attempt_count - 1,
+               lease_until = NULL, updated_at = now()
+          FROM unsent u
+         WHERE d.id = u.delivery_id AND d.status = 'in_flight'
+           AND d.attempt_count = u.number
+        RETURNING d.id, u.number
+    )
+    DELETE FROM delivery_attempts a
+     USING released r
+     WHERE a.delivery_id = r.id AND a.number = r.number AND a.status = 'in_flight'
     """
 )

@@ -9,7 +9,7 @@ from typing import Any, cast
 import aiohttp
 from sqlalchemy import CursorResult, select, update
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
 
 from app.core.config import ENVIRONMENTS
 from app.core.signatures import fingerprint, generate_secret
@@ -121,7 +121,9 @@ class EndpointService:
             return endpoint_json(endpoint)
 
 
-async def cancel_pending(session: AsyncSession, env: str, now: datetime) -> int:
+async def cancel_pending(
+    session: AsyncSession | AsyncConnection, env: str, now: datetime
+) -> int:
     """Cancel the pending deliveries of an environment; return how many."""
     result = cast(
         CursorResult[Any],

@@ -1,0 +1,167 @@
+"""Claiming ahead: the worker claims more deliveries than it has senders.
+
+A claimed attempt that has waited longer than the start window goes back
+to the queue unsent: no attempt row, the same attempt number next time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterator
+
+import pytest
+from aiohttp import web
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.core.database import create_engine
+from app.ventra.delivery import DeliveryConfig, DeliveryWorker
+from app.ventra.endpoints import EndpointService
+from app.ventra.orders import OrderPolicy, OrderService
+from tests.conftest import Databases
+from tests.delivery.conftest import ENV
+from tests.delivery.receiver import Received, Receiver
+
+EVENTS = 150
+# The POST that stalls; the attempts claimed behind it wait in the queue.
+STALLED_POST = 45
+STALL_SECONDS = 1.0
+START_WINDOW = 0.3
+
+
+@pytest.fixture
+def stalling_receiver() -> Iterator[Receiver]:
+    """A receiver that returns 204 at once, except for one slow POST."""
+    receiver = Receiver()
+
+    async def respond(request: Received) -> web.StreamResponse:
+        if len(receiver.posts()) == STALLED_POST:
+            await asyncio.sleep(STALL_SECONDS)
+        return web.Response(status=204)
+
+    receiver.respond = respond
+    receiver.start()
+    try:
+        yield receiver
+    finally:
+        receiver.stop()
+
+
+async def outstanding(sessions: async_sessionmaker[AsyncSession]) -> int:
+    async with sessions() as session:
+        return await session.scalar(
+            text("SELECT count(*) FROM deliveries WHERE status <> 'delivered'")
+        )
+
+
+async def run_worker(
+    databases: Databases, url: str, start_window: float, stop_when_stalled: bool
+) -> None:
+    """Store the events and run one worker with one sender.
+
+    It runs until every event is delivered, or with ``stop_when_stalled``
+    until the stalled POST has arrived.
+    """
+    engine = create_engine(databases.ventra)
+    sessions = async_sessionmaker(engine, expire_on_commit=False)
+    try:
+        await EndpointService(sessions).ensure_defaults(url, None)
+        orders = OrderService(sessions, OrderPolicy())
+        for _ in range(EVENTS):
+            await orders.create(amount=1000, description=None, env=ENV, expires_in=3600)
+        worker = DeliveryWorker(
+            sessions,
+            DeliveryConfig(concurrency=1, timeout=5.0, start_window=start_window),
+        )
+        await worker.start()
+        task = asyncio.create_task(worker.run())
+        try:
+            async with asyncio.timeout(60):
+                while await outstanding(sessions) and not (
+                    stop_when_stalled and await stalled(sessions)
+                ):
+                    await asyncio.sleep(0.05)
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            await worker.close()
+    finally:
+        await engine.dispose()
+
+
+async def stalled(sessions: async_sessionmaker[AsyncSession]) -> bool:
+    """Tell whether the stalled POST has started: its attempt is in flight."""
+    async with sessions() as session:
+        recorded = await session.scalar(
+            text("SELECT count(*) FROM delivery_attempts WHERE status = 'succeeded'")
+        )
+    return recorded >= STALLED_POST - 1
+
+
+def handed_back_counts(caplog: pytest.LogCaptureFixture) -> list[int]:
+    """Return the count of each "handed back unsent" log line."""
+    prefix = "delivery attempts handed back unsent count="
+    return [
+        int(r.getMessage().removeprefix(prefix))
+        for r in caplog.records
+        if r.getMessage().startswith(prefix)
+    ]
+
+
+def test_late_claims_go_back_unsent(
+    databases: Databases,
+    stalling_receiver: Receiver,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="ventra.delivery")
+
+    asyncio.run(run_worker(databases, stalling_receiver.url(), START_WINDOW, False))
+
+    assert handed_back_counts(caplog), "no claimed attempt outlived the start window"
+    posts = stalling_receiver.posts()
+    assert len(posts) == EVENTS
+    assert len({p.event_id for p in posts}) == EVENTS
+    assert {p.attempt for p in posts} == {1}
+    with databases.ventra_conn() as conn:
+        attempts = conn.execute(
+            "SELECT number, status, count(*) FROM delivery_attempts"
+            " GROUP BY number, status"
+        ).fetchall()
+        deliveries = conn.execute(
+            "SELECT status, attempt_count, count(*) FROM deliveries"
+            " GROUP BY status, attempt_count"
+        ).fetchall()
+    assert attempts == [(1, "succeeded", EVENTS)]
+    assert deliveries == [("delivered", 1, EVENTS)]
+
+
+def test_close_hands_back_unsent_claims(
+    databases: Databases,
+    stalling_receiver: Receiver,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="ventra.delivery")
+    # A long start window: the claims behind the stalled POST are still
+    # valid when the worker closes, so only the close hands them back.
+    asyncio.run(run_worker(databases, stalling_receiver.url(), 30.0, True))
+
+    handed_back = handed_back_counts(caplog)
+    assert sum(handed_back) >= 1, "the worker held no claim when it closed"
+    posts = stalling_receiver.posts()
+    sent = {p.event_id for p in posts}
+    assert len(posts) == STALLED_POST
+    assert len(sent) == STALLED_POST
+    with databases.ventra_conn() as conn:
+        deliveries = conn.execute(
+            "SELECT event_id, status, attempt_count, lease_until FROM deliveries"
+        ).fetchall()
+        attempts = conn.execute(
+            "SELECT event_id, status FROM delivery_attempts"
+        ).fetchall()
+    delivered = {row[0] for row in deliveries if row[1] == "delivered"}
+    waiting = [row for row in deliveries if row[0] not in sent]
+    assert delivered == sent
+    assert len(waiting) == EVENTS - STALLED_POST
+    assert {(row[1], row[2], row[3]) for row in waiting} == {("pending", 0, None)}
+    assert sorted(attempts) == sorted((event_id, "succeeded") for event_id in sent)
