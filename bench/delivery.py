@@ -7,6 +7,10 @@ aiohttp client posts the same bodies to the same receiver at the same
 concurrency, with no signing and no database. The receiver runs in a child
 process and responds with 204.
 
+Beside each rate the script prints this process's CPU time per operation
+in microseconds (``cpu_us``). PostgreSQL and the receiver run in other
+processes, so their CPU time is not in that column.
+
     .venv/bin/python bench/delivery.py [--events 10000] [--database-url URL]
 
 Without ``--database-url`` (or ``DATABASE_URL``) it starts an embedded
@@ -26,6 +30,7 @@ import sys
 import tempfile
 import time
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -125,26 +130,47 @@ async def outstanding(sessions: async_sessionmaker) -> bool:
         )
 
 
+@dataclass(frozen=True)
+class Measured:
+    """Operations per second, and this process's CPU time per operation."""
+
+    per_second: float
+    cpu_us: float
+
+
+class Stopwatch:
+    """Wall time and this process's CPU time since creation."""
+
+    def __init__(self) -> None:
+        self._wall = time.perf_counter()
+        self._cpu = time.process_time()
+
+    def measured(self, count: int) -> Measured:
+        wall = time.perf_counter() - self._wall
+        cpu = time.process_time() - self._cpu
+        return Measured(count / wall, cpu / count * 1e6)
+
+
 async def ventra_rate(
     sessions: async_sessionmaker, concurrency: int, count: int
-) -> float:
+) -> Measured:
     """Time the worker from start until the ``count`` new events are delivered."""
     await store_events(sessions, count)
     worker = DeliveryWorker(sessions, DeliveryConfig(concurrency=concurrency))
     await worker.start()
-    started = time.perf_counter()
+    stopwatch = Stopwatch()
     task = asyncio.create_task(worker.run())
     # The receiver always returns 204, so every delivery ends delivered.
     while await outstanding(sessions):
         await asyncio.sleep(0.05)
-    elapsed = time.perf_counter() - started
+    result = stopwatch.measured(count)
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
     await worker.close()
-    return count / elapsed
+    return result
 
 
-async def bare_rate(url: str, bodies: list[bytes], concurrency: int) -> float:
+async def bare_rate(url: str, bodies: list[bytes], concurrency: int) -> Measured:
     """Post ``bodies`` with a plain aiohttp client at ``concurrency``."""
     queue = list(reversed(bodies))
     headers = {"Content-Type": "application/json"}
@@ -158,9 +184,9 @@ async def bare_rate(url: str, bodies: list[bytes], concurrency: int) -> float:
                 async with http.post(url, data=body, headers=headers) as response:
                     assert 200 <= response.status < 300, response.status
 
-        started = time.perf_counter()
+        stopwatch = Stopwatch()
         await asyncio.gather(*(post_all() for _ in range(concurrency)))
-        return len(bodies) / (time.perf_counter() - started)
+        return stopwatch.measured(len(bodies))
 
 
 async def run(database: URL, url: str, events_per_level: int) -> None:
@@ -170,8 +196,8 @@ async def run(database: URL, url: str, events_per_level: int) -> None:
         sessions = async_sessionmaker(engine, expire_on_commit=False)
         await EndpointService(sessions).ensure_defaults(url, None)
         print(
-            f"{'concurrency':>11} {'events':>7} {'ventra/s':>9} {'bare/s':>8}"
-            f" {'ratio':>6}"
+            f"{'concurrency':>11} {'events':>7} {'ventra/s':>9} {'cpu_us':>7}"
+            f" {'bare/s':>8} {'cpu_us':>7} {'ratio':>6}"
         )
         for concurrency in CONCURRENCY:
             count = events_per_level if concurrency > 1 else events_per_level // 4
@@ -179,8 +205,9 @@ async def run(database: URL, url: str, events_per_level: int) -> None:
             bare = await bare_rate(url, bodies, concurrency)
             ventra = await ventra_rate(sessions, concurrency, count)
             print(
-                f"{concurrency:>11} {count:>7} {ventra:>9.0f} {bare:>8.0f}"
-                f" {ventra / bare:>6.2f}",
+                f"{concurrency:>11} {count:>7} {ventra.per_second:>9.0f}"
+                f" {ventra.cpu_us:>7.0f} {bare.per_second:>8.0f} {bare.cpu_us:>7.0f}"
+                f" {ventra.per_second / bare.per_second:>6.2f}",
                 flush=True,
             )
     finally:

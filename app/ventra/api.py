@@ -231,6 +231,7 @@ async def update_endpoint(request: web.Request) -> web.Response:
     endpoint = await ctx(request).endpoints.update(
         env, url=body.url, secret=body.secret, enabled=body.enabled
     )
+    ctx(request).worker.endpoint_changed(env)
     return json_response(endpoint)
 
 

@@ -43,6 +43,7 @@ RECORD_BATCH = 256
 # Seconds a small batch of outcomes waits for more before it is written.
 RECORD_LINGER = 0.02
 RECORD_TRIES = 3
+RECORDERS = 2
 # A claimed attempt not started within this many seconds of its claim is
 # handed back unsent, so its lease cannot run out during the POST.
 START_WINDOW = 3.0
@@ -51,6 +52,7 @@ LEASE_MARGIN = 2.0
 # it has recently reached, and at most MAX_CLAIM deliveries at a time.
 PREFETCH_SECONDS = 1.0
 MAX_CLAIM = 1024
+PARALLEL_CLAIMS = 2
 
 # Error kinds stored with failed attempts.
 CONNECTION_REFUSED = "connection_refused"

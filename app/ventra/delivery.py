@@ -43,10 +43,12 @@ from app.ventra.attempts import (
     HTTP_STATUS,
     INVALID_RESPONSE,
     MAX_CLAIM,
+    PARALLEL_CLAIMS,
     PREFETCH_SECONDS,
     RECORD_BATCH,
     RECORD_LINGER,
     RECORD_TRIES,
+    RECORDERS,
     REDIRECT,
     RESPONSE_EXCERPT_BYTES,
     RESPONSE_TOO_LARGE,
@@ -155,7 +157,10 @@ class DeliveryWorker:
         self._senders: list[asyncio.Task[None]] = []
         self._posting = 0
         self._sent = RateMeter()
-        self._claiming: asyncio.Task[int] | None = None
+        self._handing_back: set[asyncio.Task[None]] = set()
+        # Claims in progress, and how many deliveries they asked for.
+        self._claims: set[asyncio.Task[None]] = set()
+        self._requested = 0
         # True once a claim found fewer due deliveries than it asked for:
         # then a finished POST is no reason to claim again, but new events,
         # a recorded outcome or the poll interval are.
@@ -165,17 +170,21 @@ class DeliveryWorker:
         self._finished: asyncio.Queue[Finished | Claim | None] = asyncio.Queue(
             maxsize=2 * RECORD_BATCH + config.concurrency
         )
-        self._recorder: asyncio.Task[None] | None = None
+        self._recorders: list[asyncio.Task[None]] = []
         self._http: aiohttp.ClientSession | None = None
         self._stopping = False
 
     async def start(self) -> None:
-        """Open the HTTP client; start the senders and the recorder."""
+        """Open the HTTP client; start the senders and the recorders."""
         connector = aiohttp.TCPConnector(limit=self._config.concurrency + 8)
         self._http = aiohttp.ClientSession(
             connector=connector, auto_decompress=False, trust_env=False
         )
-        self._recorder = asyncio.create_task(self._record_loop(), name="recorder")
+        # Several recorders, so that one writes while another gathers a batch.
+        self._recorders = [
+            asyncio.create_task(self._record_loop(), name=f"recorder-{n}")
+            for n in range(RECORDERS)
+        ]
         self._senders = [
             asyncio.create_task(self._send_loop(), name=f"sender-{n}")
             for n in range(self._config.concurrency)
@@ -185,8 +194,8 @@ class DeliveryWorker:
         """Finish the attempts in flight, hand back unsent ones, close the client."""
         self._stopping = True
         self._wake.set()
-        if self._claiming is not None:
-            await asyncio.gather(self._claiming, return_exceptions=True)
+        while self._claims:
+            await asyncio.gather(*list(self._claims), return_exceptions=True)
         unsent = []
         while not self._ready.empty():
             claim = self._ready.get_nowait()
@@ -196,15 +205,43 @@ class DeliveryWorker:
             self._ready.put_nowait(None)
         await asyncio.gather(*self._senders, return_exceptions=True)
         self._senders = []
-        if self._recorder is not None:
+        if self._recorders:
+            await asyncio.gather(*list(self._handing_back), return_exceptions=True)
             for claim in unsent:
                 await self._finished.put(claim)
-            await self._finished.put(None)
-            await asyncio.gather(self._recorder, return_exceptions=True)
-            self._recorder = None
+            for _ in self._recorders:
+                await self._finished.put(None)
+            await asyncio.gather(*self._recorders, return_exceptions=True)
+            self._recorders = []
         if self._http is not None:
             await self._http.close()
             self._http = None
+
+    def endpoint_changed(self, env: str) -> None:
+        """Hand back the queued attempts of ``env``, claimed with its old settings.
+
+        They are claimed again with the endpoint's new URL and secret, or
+        cancelled if it is now disabled. Other processes are not notified: their
+        queued attempts go out within their start window.
+        """
+        kept, stale = [], []
+        while not self._ready.empty():
+            claim = self._ready.get_nowait()
+            if claim is not None and claim.env == env:
+                stale.append(claim)
+            else:
+                kept.append(claim)
+        for claim in kept:
+            self._ready.put_nowait(claim)
+        if stale:
+            task = asyncio.create_task(self._hand_back(stale))
+            self._handing_back.add(task)
+            task.add_done_callback(self._handing_back.discard)
+        self.wake()
+
+    async def _hand_back(self, claims: list[Claim]) -> None:
+        for claim in claims:
+            await self._finished.put(claim)
 
     def wake(self) -> None:
         """Look for due deliveries now instead of at the next poll."""
@@ -219,17 +256,20 @@ class DeliveryWorker:
             # from here on wakes the wait below.
             self._wake.clear()
             if time.monotonic() >= next_recovery:
-                await self._guarded(self.recover_interrupted(), "recovery")
+                if await self._guarded(self.recover_interrupted(), "recovery"):
+                    self._drained = False
                 next_recovery = time.monotonic() + self._config.recovery_interval
-            limit = 0 if self._stopping else self._claim_limit()
-            if limit > 0:
-                # Shielded: once a claim commits, its attempts must reach the
-                # senders even if this task is cancelled, or they wait for
-                # the lease.
-                self._claiming = asyncio.ensure_future(self._claim_ahead(limit))
-                self._drained = await asyncio.shield(self._claiming) < limit
-                if not self._drained:
-                    continue  # every place was filled; more may be due
+            limit = self._claim_limit()
+            if limit > 0 and not self._stopping:
+                # A task of its own, not awaited here: once a claim commits,
+                # its attempts must reach the senders even if this loop is
+                # cancelled, or they wait for the lease. Up to
+                # PARALLEL_CLAIMS claims overlap, each on its own connection.
+                self._requested += limit
+                task = asyncio.create_task(self._claim_ahead(limit))
+                self._claims.add(task)
+                task.add_done_callback(self._claims.discard)
+                continue
             # asyncio.timeout, not wait_for: on Python 3.11, wait_for can
             # swallow a cancellation that arrives as the wait ends, and the
             # server's stop would then wait for this loop forever.
@@ -237,17 +277,20 @@ class DeliveryWorker:
                 async with asyncio.timeout(self._config.poll_interval):
                     await self._wake.wait()
             except TimeoutError:
-                pass
+                # Retries come due with time alone, so look again.
+                self._drained = False
 
     def _claim_limit(self) -> int:
         """Return how many deliveries to claim now; 0 to wait."""
+        if self._drained or len(self._claims) >= PARALLEL_CLAIMS:
+            return 0
         ahead = min(int(self._sent.per_second() * PREFETCH_SECONDS), MAX_CLAIM)
         capacity = self._config.concurrency + ahead
-        held = self._posting + self._ready.qsize()
+        held = self._posting + self._ready.qsize() + self._requested
         room = capacity - held
-        # While attempts are held, wait for half of the capacity to
+        # While attempts are held, wait for a quarter of the capacity to
         # free up, so that one transaction claims many deliveries.
-        self._refill_at = capacity - max(1, capacity // 2)
+        self._refill_at = capacity - max(1, capacity // 4)
         if room <= 0 or (held and held > self._refill_at):
             return 0
         return min(room, MAX_CLAIM)
@@ -261,11 +304,18 @@ class DeliveryWorker:
             await asyncio.sleep(1.0)
             return None
 
-    async def _claim_ahead(self, limit: int) -> int:
-        claims = await self._guarded(self._claim(limit), "claim")
-        for claim in claims or ():
+    async def _claim_ahead(self, limit: int) -> None:
+        """Claim up to ``limit`` deliveries into the ready queue."""
+        try:
+            claims = await self._guarded(self._claim(limit), "claim") or []
+        finally:
+            self._requested -= limit
+        for claim in claims:
             self._ready.put_nowait(claim)
-        return len(claims or ())
+        # A short claim found every due delivery; wait for a reason to look
+        # again instead of claiming after every POST.
+        self._drained = len(claims) < limit
+        self._wake.set()
 
     async def _claim(self, limit: int) -> list[Claim]:
         """Claim due deliveries and write their attempts, in one transaction."""
@@ -299,10 +349,8 @@ class DeliveryWorker:
             finally:
                 self._posting -= 1
             self._sent.count += 1
-            if (
-                not self._drained
-                and self._posting + self._ready.qsize() <= self._refill_at
-            ):
+            held = self._posting + self._ready.qsize() + self._requested
+            if not self._drained and held <= self._refill_at:
                 self._wake.set()
             await self._finished.put(Finished(claim, outcome))
 
@@ -462,8 +510,8 @@ class DeliveryWorker:
     async def _write(self, batch: list[Finished | Claim]) -> dict[str, str]:
         """Record outcomes and move their deliveries on, in one transaction."""
         now = datetime.now(UTC)
-        # Two recorders write the same delivery only when lease recovery has
-        # handed it to another worker. A deadlock between them raises a
+        # Recorders, in this process or others, write disjoint deliveries
+        # except after lease recovery. A deadlock between them raises a
         # DBAPIError, and _record tries the batch again.
         finished = [i for i in batch if isinstance(i, Finished)]
         unsent = [i for i in batch if isinstance(i, Claim)]
@@ -506,6 +554,9 @@ class DeliveryWorker:
             if failed:
                 statuses.update(await self._advance_failed(session, failed, now))
             await session.commit()
+        # A 410 disabled its endpoint: the queued attempts go back unsent.
+        for env in {i.claim.env for i in failed if i.outcome.http_status == 410}:
+            self.endpoint_changed(env)
         if unsent:
             log.info("delivery attempts handed back unsent count=%d", len(unsent))
         return statuses
@@ -563,7 +614,7 @@ class DeliveryWorker:
 
     async def retry_now(self, event_id: str) -> dict[str, Any]:
         """Send a manual attempt now, signed with the endpoint's current secret."""
-        if self._http is None or self._recorder is None:
+        if self._http is None or not self._recorders:
             raise DeliveryUnavailable(
                 "the delivery worker is not running; start Ventra with its worker",
                 code="worker_stopped",

@@ -30,17 +30,20 @@ CLAIM_SQL = text(
                attempt_count = deliveries.attempt_count + 1,
                lease_until = now() + :lease,
                updated_at = now()
-          FROM due
-         WHERE deliveries.id = due.id
+         WHERE deliveries.id = ANY (ARRAY(SELECT id FROM due))
         RETURNING deliveries.id, deliveries.event_id, deliveries.attempt_count,
                   deliveries.env
     )
-    SELECT c.id, c.event_id, c.attempt_count, c.env, e.body, w.url, w.secret
+    SELECT c.id, c.event_id, c.attempt_count, c.env,
+           (SELECT e.body FROM events e WHERE e.id = c.event_id),
+           w.url, w.secret
       FROM claimed c
-      JOIN events e ON e.id = c.event_id
       JOIN webhook_endpoints w ON w.env = c.env
     """
 )
+# The claimed rows and their bodies are looked up by key, with ANY and a
+# subquery, because a hash join would read all of deliveries and events
+# on every claim.
 
 # A manual retry waits for the row lock instead of skipping: it must see
 # whether another worker holds the delivery.
@@ -115,6 +118,8 @@ DELIVERED_SQL = text(
     """
 )
 
+# FOR SHARE OF w: a concurrent disable of the endpoint either commits
+# first and is seen here, or waits and then cancels what this leaves pending.
 FAILED_STATE_SQL = text(
     """
     SELECT d.id, d.status, d.attempt_count, d.schedule, d.next_attempt_at,
@@ -130,6 +135,7 @@ FAILED_STATE_SQL = text(
      WHERE d.id = ANY(:ids)
      ORDER BY d.id
        FOR UPDATE OF d
+       FOR SHARE OF w
     """
 )
 
@@ -193,19 +199,26 @@ BULK_RETRY_SQL = text(
 )
 
 # Hands back a claimed attempt that was never sent: the delivery is due
-# again with its attempt number, and no attempt row is left behind.
+# again with its attempt number, or cancelled if its endpoint has been
+# disabled since the claim, and no attempt row is left behind. The endpoint
+# rows are locked FOR SHARE, so a concurrent disable either waits for this
+# statement or is seen by it.
 RELEASE_SQL = text(
     """
     WITH unsent AS (
         SELECT * FROM jsonb_to_recordset(CAST(:rows AS jsonb))
             AS u(delivery_id text, number integer)
+    ), endpoint AS (
+        SELECT env, enabled FROM webhook_endpoints FOR SHARE
     ), released AS (
         UPDATE deliveries d
-           SET status = 'pending', attempt_count = d.attempt_count - 1,
+           SET status = CASE WHEN w.enabled THEN 'pending' ELSE 'cancelled' END,
+               next_attempt_at = CASE WHEN w.enabled THEN d.next_attempt_at END,
+               attempt_count = d.attempt_count - 1,
                lease_until = NULL, updated_at = now()
-          FROM unsent u
-         WHERE d.id = u.delivery_id AND d.status = 'in_flight'
-           AND d.attempt_count = u.number
+          FROM unsent u, endpoint w
+         WHERE d.id = u.delivery_id AND w.env = d.env
+           AND d.status = 'in_flight' AND d.attempt_count = u.number
         RETURNING d.id, u.number
     )
     DELETE FROM delivery_attempts a

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 
 import pytest
 from aiohttp import web
@@ -51,17 +51,33 @@ def stalling_receiver() -> Iterator[Receiver]:
 async def outstanding(sessions: async_sessionmaker[AsyncSession]) -> int:
     async with sessions() as session:
         return await session.scalar(
-            text("SELECT count(*) FROM deliveries WHERE status <> 'delivered'")
+            text(
+                "SELECT count(*) FROM deliveries"
+                " WHERE status IN ('pending', 'in_flight')"
+            )
         )
 
 
+async def disable_endpoint(
+    sessions: async_sessionmaker[AsyncSession], worker: DeliveryWorker
+) -> None:
+    """Disable the endpoint as the API handler does, and notify the worker."""
+    await EndpointService(sessions).update(ENV, enabled=False)
+    worker.endpoint_changed(ENV)
+
+
 async def run_worker(
-    databases: Databases, url: str, start_window: float, stop_when_stalled: bool
+    databases: Databases,
+    url: str,
+    start_window: float,
+    stop_when_stalled: bool,
+    when_stalled: Callable[..., Awaitable[None]] | None = None,
 ) -> None:
     """Store the events and run one worker with one sender.
 
-    It runs until every event is delivered, or with ``stop_when_stalled``
-    until the stalled POST has arrived.
+    It runs until no delivery is pending or in flight, or with
+    ``stop_when_stalled`` until the stalled POST has arrived. Once that POST
+    has arrived it awaits ``when_stalled(sessions, worker)``.
     """
     engine = create_engine(databases.ventra)
     sessions = async_sessionmaker(engine, expire_on_commit=False)
@@ -78,9 +94,13 @@ async def run_worker(
         task = asyncio.create_task(worker.run())
         try:
             async with asyncio.timeout(60):
-                while await outstanding(sessions) and not (
-                    stop_when_stalled and await stalled(sessions)
-                ):
+                while await outstanding(sessions):
+                    if await stalled(sessions):
+                        if stop_when_stalled:
+                            break
+                        if when_stalled is not None:
+                            await when_stalled(sessions, worker)
+                            when_stalled = None
                     await asyncio.sleep(0.05)
         finally:
             task.cancel()
@@ -165,3 +185,27 @@ def test_close_hands_back_unsent_claims(
     assert len(waiting) == EVENTS - STALLED_POST
     assert {(row[1], row[2], row[3]) for row in waiting} == {("pending", 0, None)}
     assert sorted(attempts) == sorted((event_id, "succeeded") for event_id in sent)
+
+
+def test_disabled_endpoint_drops_queued_claims(
+    databases: Databases,
+    stalling_receiver: Receiver,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="ventra.delivery")
+
+    asyncio.run(
+        run_worker(databases, stalling_receiver.url(), 30.0, False, disable_endpoint)
+    )
+
+    assert sum(handed_back_counts(caplog)) >= 1, "no claim was queued"
+    sent = {p.event_id for p in stalling_receiver.posts()}
+    assert len(stalling_receiver.posts()) == STALLED_POST
+    with databases.ventra_conn() as conn:
+        deliveries = conn.execute(
+            "SELECT event_id, status, attempt_count FROM deliveries"
+        ).fetchall()
+        attempts = conn.execute("SELECT event_id FROM delivery_attempts").fetchall()
+    waiting = {(row[1], row[2]) for row in deliveries if row[0] not in sent}
+    assert waiting == {("cancelled", 0)}
+    assert sorted(row[0] for row in attempts) == sorted(sent)
