@@ -19,6 +19,10 @@ Column = tuple[str, Callable[[dict[str, Any]], Any]]
 
 SIG_OK = "SIG OK"
 SIG_FAIL = "SIG FAIL"
+# A signed copy of the event arrived, but its latest attempt failed to
+# verify, as an unsigned request that reuses a real event id does.
+SIG_LAST_FAIL = "SIG OK · LAST FAIL"
+SIG_COLORS = {SIG_OK: "#1a7f37", SIG_LAST_FAIL: "#9a6700", SIG_FAIL: "#cf222e"}
 
 
 def money(centavos: int | None) -> str:
@@ -31,7 +35,16 @@ def money(centavos: int | None) -> str:
 
 
 def signature_badge(row: dict[str, Any]) -> str:
-    return SIG_OK if row.get("signature_valid") else SIG_FAIL
+    """Return the signature badge of an event or of one attempt.
+
+    An event row carries ``payload_verified`` (some attempt verified) and
+    ``signature_valid`` (its latest attempt verified). An attempt row has
+    only ``signature_valid``.
+    """
+    valid = bool(row.get("signature_valid"))
+    if not row.get("payload_verified", valid):
+        return SIG_FAIL
+    return SIG_OK if valid else SIG_LAST_FAIL
 
 
 def retry_badge(row: dict[str, Any]) -> str:
@@ -108,7 +121,7 @@ class EventsModel(RowsModel):
 
     def color(self, row: dict[str, Any], column: int) -> QColor | None:
         if column == 3:
-            return QColor("#1a7f37") if row.get("signature_valid") else QColor("#cf222e")
+            return QColor(SIG_COLORS[signature_badge(row)])
         return None
 
 
