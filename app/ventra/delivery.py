@@ -282,9 +282,11 @@ class DeliveryWorker:
 
     def _claim_limit(self) -> int:
         """Return how many deliveries to claim now; 0 to wait."""
+        # Read first, so the rate also decays while nothing is claimed.
+        rate = self._sent.per_second()
         if self._drained or len(self._claims) >= PARALLEL_CLAIMS:
             return 0
-        ahead = min(int(self._sent.per_second() * PREFETCH_SECONDS), MAX_CLAIM)
+        ahead = min(int(rate * PREFETCH_SECONDS), MAX_CLAIM)
         capacity = self._config.concurrency + ahead
         held = self._posting + self._ready.qsize() + self._requested
         room = capacity - held

@@ -35,7 +35,8 @@ def test_schedule_ends_and_releases_newer(
     total = sum(FAST) * (1 + JITTER)
 
     wait_until(
-        lambda: "pending" not in delivery_statuses(stack).values(), timeout=total + 20
+        lambda: not {"pending", "in_flight"} & set(delivery_statuses(stack).values()),
+        timeout=total + 20,
     )
     time.sleep(1.0)
     by_event: dict[str, list[Received]] = defaultdict(list)
