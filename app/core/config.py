@@ -123,8 +123,15 @@ def _timeout(values: Mapping[str, str]) -> float:
     return seconds
 
 
-def _is_http_url(text: str) -> bool:
+def is_http_url(text: str) -> bool:
+    """Tell whether ``text`` is an http(s) URL with a host and a usable port."""
     parsed = urlsplit(text)
+    try:
+        port = parsed.port  # raises ValueError above 65535 or when not a number
+    except ValueError:
+        return False
+    if port == 0:
+        return False
     return parsed.scheme in ("http", "https") and bool(parsed.hostname)
 
 
@@ -137,9 +144,10 @@ def load_settings(data_dir: str | Path | None = None) -> Settings:
             f"VENTRA_RETRY_SCHEDULE={schedule!r} is unknown; use fast or realistic"
         )
     webhook_url = values.get("WEBHOOK_URL") or None
-    if webhook_url is not None and not _is_http_url(webhook_url):
+    if webhook_url is not None and not is_http_url(webhook_url):
         raise ConfigError(
             f"WEBHOOK_URL={webhook_url!r} is not an http:// or https:// URL with a host"
+            " and a port from 1 to 65535"
         )
     return Settings(
         data_dir=Path(values["VENTRA_DATA_DIR"]).expanduser().resolve(),

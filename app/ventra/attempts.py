@@ -43,6 +43,9 @@ RECORD_BATCH = 256
 # Seconds a small batch of outcomes waits for more before it is written.
 RECORD_LINGER = 0.02
 RECORD_TRIES = 3
+# Seconds that closing the worker waits for POSTs in flight before it cuts
+# them off; lease recovery later records them as interrupted.
+SHUTDOWN_GRACE = 2.0
 RECORDERS = 2
 # A claimed attempt not started within this many seconds of its claim is
 # handed back unsent, so its lease cannot run out during the POST.
@@ -293,6 +296,8 @@ def next_state(item: Finished, row: Any, now: datetime) -> tuple[str, datetime |
         # A manual retry leaves the automatic schedule where it was.
         if row.delivered_before:
             return "delivered", None
+        if outcome.http_status == 410:
+            return "failed", None  # as for an automatic attempt
         if not row.enabled:
             return "cancelled", None
         if row.next_attempt_at is not None:

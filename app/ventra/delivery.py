@@ -52,6 +52,7 @@ from app.ventra.attempts import (
     REDIRECT,
     RESPONSE_EXCERPT_BYTES,
     RESPONSE_TOO_LARGE,
+    SHUTDOWN_GRACE,
     TIMEOUT,
     Claim,
     DeliveryConfig,
@@ -158,6 +159,9 @@ class DeliveryWorker:
         self._posting = 0
         self._sent = RateMeter()
         self._handing_back: set[asyncio.Task[None]] = set()
+        # Version of each environment's endpoint settings, incremented by
+        # endpoint_changed.
+        self._endpoint_versions: dict[str, int] = {}
         # Claims in progress, and how many deliveries they asked for.
         self._claims: set[asyncio.Task[None]] = set()
         self._requested = 0
@@ -191,7 +195,10 @@ class DeliveryWorker:
         ]
 
     async def close(self) -> None:
-        """Finish the attempts in flight, hand back unsent ones, close the client."""
+        """Finish the attempts in flight, hand back unsent ones, close the client.
+
+        POSTs still running after SHUTDOWN_GRACE seconds are cut off.
+        """
         self._stopping = True
         self._wake.set()
         while self._claims:
@@ -203,7 +210,17 @@ class DeliveryWorker:
                 unsent.append(claim)
         for _ in self._senders:
             self._ready.put_nowait(None)
-        await asyncio.gather(*self._senders, return_exceptions=True)
+        if self._senders:
+            _, hanging = await asyncio.wait(self._senders, timeout=SHUTDOWN_GRACE)
+            if self._posting:
+                log.warning(
+                    "delivery attempts cut off by shutdown count=%d; lease recovery"
+                    " records them as interrupted",
+                    self._posting,
+                )
+            for task in hanging:
+                task.cancel()
+            await asyncio.gather(*self._senders, return_exceptions=True)
         self._senders = []
         if self._recorders:
             await asyncio.gather(*list(self._handing_back), return_exceptions=True)
@@ -224,6 +241,9 @@ class DeliveryWorker:
         cancelled if it is now disabled. Other processes are not notified: their
         queued attempts go out within their start window.
         """
+        # A claim in progress may have read the old settings, so
+        # _claim_ahead compares this version before and after it.
+        self._endpoint_versions[env] = self._endpoint_versions.get(env, 0) + 1
         kept, stale = [], []
         while not self._ready.empty():
             claim = self._ready.get_nowait()
@@ -308,12 +328,19 @@ class DeliveryWorker:
 
     async def _claim_ahead(self, limit: int) -> None:
         """Claim up to ``limit`` deliveries into the ready queue."""
+        versions = dict(self._endpoint_versions)
         try:
             claims = await self._guarded(self._claim(limit), "claim") or []
         finally:
             self._requested -= limit
+        stale = []
         for claim in claims:
-            self._ready.put_nowait(claim)
+            if self._endpoint_versions.get(claim.env) != versions.get(claim.env):
+                stale.append(claim)  # its endpoint changed during the claim
+            else:
+                self._ready.put_nowait(claim)
+        for claim in stale:
+            await self._finished.put(claim)
         # A short claim found every due delivery; wait for a reason to look
         # again instead of claiming after every POST.
         self._drained = len(claims) < limit

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     AwareDatetime,
     BaseModel,
     ConfigDict,
@@ -13,6 +14,8 @@ from pydantic import (
     StrictInt,
     StrictStr,
 )
+
+from app.core.config import is_http_url
 
 # R$ 1.000.000,00: the largest amount one sandbox order may carry.
 MAX_AMOUNT = 100_000_000
@@ -91,11 +94,24 @@ class PixPay(Strict):
     br_code: Annotated[StrictStr, Field(min_length=8, max_length=512)]
 
 
+def check_http_url(value: str) -> str:
+    """Reject a URL that no attempt could reach: no host, or a bad port."""
+    if not is_http_url(value):
+        raise ValueError(
+            "must be an http:// or https:// URL with a host and a port from 1 to 65535"
+        )
+    return value
+
+
 class UpdateEndpoint(Strict):
     """Body of ``PUT /v1/webhook-endpoints/{env}``."""
 
     url: (
-        Annotated[StrictStr, Field(max_length=2048, pattern=r"^https?://[\x21-\x7e]+$")]
+        Annotated[
+            StrictStr,
+            Field(max_length=2048, pattern=r"^https?://[\x21-\x7e]+$"),
+            AfterValidator(check_http_url),
+        ]
         | None
     ) = None
     secret: (

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterator
 
 import pytest
@@ -16,6 +17,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core.database import create_engine
+from app.ventra.attempts import SHUTDOWN_GRACE
 from app.ventra.delivery import DeliveryConfig, DeliveryWorker
 from app.ventra.endpoints import EndpointService
 from app.ventra.orders import OrderPolicy, OrderService
@@ -209,3 +211,61 @@ def test_disabled_endpoint_drops_queued_claims(
     waiting = {(row[1], row[2]) for row in deliveries if row[0] not in sent}
     assert waiting == {("cancelled", 0)}
     assert sorted(row[0] for row in attempts) == sorted(sent)
+
+
+@pytest.fixture
+def hanging_receiver() -> Iterator[Receiver]:
+    """A receiver that holds every request for 20 seconds."""
+
+    async def respond(request: Received) -> web.StreamResponse:
+        await asyncio.sleep(20)
+        return web.Response(status=204)
+
+    receiver = Receiver(respond).start()
+    try:
+        yield receiver
+    finally:
+        receiver.stop()
+
+
+async def close_while_hanging(databases: Databases, receiver: Receiver) -> float:
+    """Start one POST that hangs, close the worker, return how long closing took."""
+    engine = create_engine(databases.ventra)
+    sessions = async_sessionmaker(engine, expire_on_commit=False)
+    try:
+        await EndpointService(sessions).ensure_defaults(receiver.url(), None)
+        await OrderService(sessions, OrderPolicy()).create(
+            amount=1000, description=None, env=ENV, expires_in=3600
+        )
+        worker = DeliveryWorker(sessions, DeliveryConfig(concurrency=1, timeout=30.0))
+        await worker.start()
+        task = asyncio.create_task(worker.run())
+        async with asyncio.timeout(30):
+            while not receiver.posts():
+                await asyncio.sleep(0.05)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        started = time.monotonic()
+        await worker.close()
+        return time.monotonic() - started
+    finally:
+        await engine.dispose()
+
+
+def test_close_cuts_off_hanging_post(
+    databases: Databases,
+    hanging_receiver: Receiver,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="ventra.delivery")
+
+    seconds = asyncio.run(close_while_hanging(databases, hanging_receiver))
+
+    assert seconds < SHUTDOWN_GRACE + 3
+    assert any("cut off by shutdown count=1" in r.getMessage() for r in caplog.records)
+    with databases.ventra_conn() as conn:
+        delivery = conn.execute("SELECT status FROM deliveries").fetchall()
+        attempt = conn.execute("SELECT status FROM delivery_attempts").fetchall()
+    # Left for lease recovery, which records the attempt as interrupted.
+    assert delivery == [("in_flight",)]
+    assert attempt == [("in_flight",)]

@@ -48,6 +48,31 @@ def test_manual_retry_result(
     assert delivery_statuses(stack)[event_id] == "delivered"
 
 
+async def answer_410(request: Received) -> web.StreamResponse:
+    return web.Response(status=410)
+
+
+def test_manual_retry_gone_fails(
+    aimed: Callable[..., RunningStack], receiver: Receiver
+) -> None:
+    """A manual retry answered with 410 fails the delivery, as an automatic one does."""
+    receiver.respond = answer_400
+    stack = aimed()
+    stack.create_order(env=ENV)
+    event_id = wait_until(lambda: receiver.posts() and receiver.posts()[0].event_id)
+    wait_until(lambda: attempts(stack, event_id)[0]["status"] == "failed")
+    receiver.respond = answer_410
+
+    response = stack.ventra.post(f"/v1/events/{event_id}/retry")
+
+    assert response.status_code == 200
+    assert response.json()["http_status"] == 410
+    assert response.json()["delivery_status"] == "failed"
+    assert delivery_statuses(stack)[event_id] == "failed"
+    endpoint = stack.ventra.get("/v1/webhook-endpoints").json()["data"]
+    assert next(e for e in endpoint if e["env"] == ENV)["enabled"] is False
+
+
 def test_retry_unknown_event(stack: RunningStack) -> None:
     """Retrying an event that does not exist is 404 naming it."""
     response = stack.ventra.post("/v1/events/evt_missing/retry")
