@@ -20,15 +20,27 @@ async def answer_204(request: Received) -> web.StreamResponse:
     return web.Response(status=204)
 
 
-def test_manual_retry_result(
+async def answer_410(request: Received) -> web.StreamResponse:
+    return web.Response(status=410)
+
+
+def failed_event(
     aimed: Callable[..., RunningStack], receiver: Receiver
-) -> None:
-    """A manual retry returns the new attempt's number, status and latency."""
+) -> tuple[RunningStack, str]:
+    """Start a stack, send one event that fails its first attempt, return its id."""
     receiver.respond = answer_400
     stack = aimed()
     stack.create_order(env=ENV)
     event_id = wait_until(lambda: receiver.posts() and receiver.posts()[0].event_id)
     wait_until(lambda: attempts(stack, event_id)[0]["status"] == "failed")
+    return stack, event_id
+
+
+def test_manual_retry_result(
+    aimed: Callable[..., RunningStack], receiver: Receiver
+) -> None:
+    """A manual retry returns the new attempt's number, status and latency."""
+    stack, event_id = failed_event(aimed, receiver)
     receiver.respond = answer_204
 
     response = stack.ventra.post(f"/v1/events/{event_id}/retry")
@@ -48,19 +60,11 @@ def test_manual_retry_result(
     assert delivery_statuses(stack)[event_id] == "delivered"
 
 
-async def answer_410(request: Received) -> web.StreamResponse:
-    return web.Response(status=410)
-
-
 def test_manual_retry_gone_fails(
     aimed: Callable[..., RunningStack], receiver: Receiver
 ) -> None:
     """A manual retry answered with 410 fails the delivery, as an automatic one does."""
-    receiver.respond = answer_400
-    stack = aimed()
-    stack.create_order(env=ENV)
-    event_id = wait_until(lambda: receiver.posts() and receiver.posts()[0].event_id)
-    wait_until(lambda: attempts(stack, event_id)[0]["status"] == "failed")
+    stack, event_id = failed_event(aimed, receiver)
     receiver.respond = answer_410
 
     response = stack.ventra.post(f"/v1/events/{event_id}/retry")
