@@ -244,14 +244,14 @@ class DeliveryWorker:
         # A claim in progress may have read the old settings, so
         # _claim_ahead compares this version before and after it.
         self._endpoint_versions[env] = self._endpoint_versions.get(env, 0) + 1
-        kept, stale = [], []
+        remaining, stale = [], []
         while not self._ready.empty():
             claim = self._ready.get_nowait()
             if claim is not None and claim.env == env:
                 stale.append(claim)
             else:
-                kept.append(claim)
-        for claim in kept:
+                remaining.append(claim)
+        for claim in remaining:
             self._ready.put_nowait(claim)
         if stale:
             task = asyncio.create_task(self._hand_back(stale))

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import RunningStack
-from tests.delivery.receiver import Receiver
+from tests.conftest import RunningStack, wait_until
+from tests.delivery.receiver import Receiver, gone_for_4100
 
 ENV = "sandbox"
 
@@ -61,3 +61,26 @@ def attempts(stack: RunningStack, event_id: str) -> list[dict[str, Any]]:
     response = stack.ventra.get(f"/v1/events/{event_id}/deliveries")
     assert response.status_code == 200, response.text
     return response.json()["attempts"]
+
+
+def gone_after_two_failures(
+    aimed: Callable[..., RunningStack], receiver: Receiver
+) -> RunningStack:
+    """Start a stack whose endpoint fails two events with 500, then a third with 410.
+
+    Returns once the 410 has disabled the endpoint: the two failing events
+    end cancelled and the third failed.
+    """
+    receiver.respond = gone_for_4100
+    stack = aimed()
+    stack.create_order(1000, env=ENV)
+    stack.create_order(1000, env=ENV)
+    wait_until(lambda: len(receiver.posts()) >= 4)  # both are waiting to retry
+    stack.create_order(4100, env=ENV)
+    wait_until(
+        lambda: (
+            sorted(delivery_statuses(stack).values())
+            == ["cancelled", "cancelled", "failed"]
+        )
+    )
+    return stack

@@ -215,7 +215,7 @@ def test_disabled_endpoint_drops_queued_claims(
 
 @pytest.fixture
 def hanging_receiver() -> Iterator[Receiver]:
-    """A receiver that holds every request for 20 seconds."""
+    """A receiver that delays every response by 20 seconds."""
 
     async def respond(request: Received) -> web.StreamResponse:
         await asyncio.sleep(20)

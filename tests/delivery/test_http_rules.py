@@ -12,8 +12,14 @@ import pytest
 from aiohttp import web
 
 from tests.conftest import RunningStack, wait_until
-from tests.delivery.conftest import ENV, attempts, delivery_statuses, point_endpoint
-from tests.delivery.receiver import Received, Receiver, gone_for_4100
+from tests.delivery.conftest import (
+    ENV,
+    attempts,
+    delivery_statuses,
+    gone_after_two_failures,
+    point_endpoint,
+)
+from tests.delivery.receiver import Received, Receiver
 
 
 def answer(status: int, body: bytes = b"", **headers: str) -> Any:
@@ -145,20 +151,7 @@ def test_gone_disables_endpoint(
     aimed: Callable[..., RunningStack], receiver: Receiver
 ) -> None:
     """410 Gone disables the endpoint and cancels its pending retries."""
-    receiver.respond = gone_for_4100
-    stack = aimed()
-    stack.create_order(1000, env=ENV)
-    stack.create_order(1000, env=ENV)
-    wait_until(lambda: len(receiver.posts()) >= 4)  # both are waiting to retry
-
-    stack.create_order(4100, env=ENV)
-    # The two failing events end cancelled by the 410, the third failed.
-    wait_until(
-        lambda: (
-            sorted(delivery_statuses(stack).values())
-            == ["cancelled", "cancelled", "failed"]
-        )
-    )
+    stack = gone_after_two_failures(aimed, receiver)
     posts = len(receiver.posts())
     endpoints = stack.ventra.get("/v1/webhook-endpoints").json()["data"]
     sandbox = next(e for e in endpoints if e["env"] == ENV)

@@ -8,8 +8,13 @@ from datetime import UTC, datetime, timedelta
 from aiohttp import web
 
 from tests.conftest import RunningStack, wait_until
-from tests.delivery.conftest import ENV, attempts, delivery_statuses
-from tests.delivery.receiver import Received, Receiver, gone_for_4100
+from tests.delivery.conftest import (
+    ENV,
+    attempts,
+    delivery_statuses,
+    gone_after_two_failures,
+)
+from tests.delivery.receiver import Received, Receiver
 
 
 async def answer_400(request: Received) -> web.StreamResponse:
@@ -63,7 +68,7 @@ def test_manual_retry_result(
 def test_manual_retry_gone_fails(
     aimed: Callable[..., RunningStack], receiver: Receiver
 ) -> None:
-    """A manual retry answered with 410 fails the delivery, as an automatic one does."""
+    """A manual retry that gets 410 fails the delivery, as an automatic one does."""
     stack, event_id = failed_event(aimed, receiver)
     receiver.respond = answer_410
 
@@ -109,16 +114,7 @@ def test_bulk_retry_queues_failed(
 ) -> None:
     """Bulk recovery reports how many it queued and delivers them."""
     since = datetime.now(UTC) - timedelta(seconds=1)
-    receiver.respond = gone_for_4100
-    stack = aimed()
-    stack.create_order(1000, env=ENV)
-    stack.create_order(1000, env=ENV)
-    wait_until(lambda: len(receiver.posts()) >= 4)  # both are waiting to retry
-    stack.create_order(4100, env=ENV)
-    # The two failing events end cancelled by the 410, the third failed.
-    wait_until(
-        lambda: set(delivery_statuses(stack).values()) == {"cancelled", "failed"}
-    )
+    stack = gone_after_two_failures(aimed, receiver)
     stack.ventra.put(f"/v1/webhook-endpoints/{ENV}", json={"enabled": True})
     receiver.respond = answer_204
 
