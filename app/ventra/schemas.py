@@ -8,6 +8,7 @@ from pydantic import (
     AfterValidator,
     AwareDatetime,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StrictBool,
@@ -124,11 +125,20 @@ class UpdateEndpoint(Strict):
     enabled: StrictBool | None = None
 
 
+def require_text(value: Any) -> Any:
+    """Reject a number, which pydantic would read as a Unix time."""
+    if not isinstance(value, str):
+        raise ValueError(
+            "must be an RFC 3339 date-time string such as 2026-01-01T00:00:00Z"
+        )
+    return value
+
+
 class BulkRetry(Strict):
     """Body of ``POST /v1/events/retry``: failed deliveries to queue again."""
 
     env: Environment
-    since: AwareDatetime
+    since: Annotated[AwareDatetime, BeforeValidator(require_text)]
 
 
 class RotateKey(Strict):

@@ -183,6 +183,14 @@ CASES: list[tuple[str, str, str, bytes | None, dict[str, str], int]] = [
         JSON,
         422,
     ),
+    (
+        "bulk_retry_since_number",
+        "POST",
+        "/v1/events/retry",
+        body({"env": "sandbox", "since": 0.0}),
+        JSON,
+        422,
+    ),
     ("br_code_number", "POST", "/v1/pix/pay", body({"br_code": 123}), JSON, 422),
     ("br_code_long", "POST", "/v1/pix/pay", body({"br_code": "0" * 600}), JSON, 422),
     (
