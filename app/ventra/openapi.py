@@ -23,13 +23,16 @@ REF = "#/components/schemas/{model}"
 ERROR_STATUSES = {
     400: "The body is not UTF-8 JSON, or not a JSON object.",
     401: "The x-api-key header is missing or wrong.",
+    403: "The Origin header names another site, so a web page may have sent it.",
     404: "An id in the path does not exist.",
     409: "The order's status does not allow the change.",
     413: "The body is over the size limit.",
     415: "The body is not application/json.",
+    421: "The Host header is not an address this server serves.",
     422: "A field or query value is invalid.",
     503: "The delivery worker of this process is not running.",
 }
+GUARD_STATUSES = {403, 421}
 PATH_PARAMETERS = {
     "order_id": {"type": "string", "pattern": schemas.ID_REGEX},
     "event_id": {"type": "string", "pattern": schemas.ID_REGEX},
@@ -234,17 +237,15 @@ def _operation(operation: Operation, refs: dict[Any, Any]) -> dict[str, Any]:
             "content": _json_content(refs[(operation.response, "serialization")]),
         }
     }
-    statuses = set(operation.errors)
+    # Every route rejects other sites' browsers.
+    statuses = set(operation.errors) | GUARD_STATUSES
     if not operation.public:
         statuses.add(401)
     if operation.method == "post":
         statuses.add(422)  # an invalid Idempotency-Key, or one reused
     for status in sorted(statuses):
         description = operation.error_descriptions.get(status, ERROR_STATUSES[status])
-        responses[str(status)] = {
-            "description": description,
-            "content": _json_content(error_ref),
-        }
+        responses[str(status)] = _error_response(description, error_ref)
 
     parameters = _path_parameters(operation.path)
     if operation.query is not None:
@@ -277,6 +278,10 @@ def _operation(operation: Operation, refs: dict[Any, Any]) -> dict[str, Any]:
     return body
 
 
+def _error_response(description: str, error_ref: dict[str, Any]) -> dict[str, Any]:
+    return {"description": description, "content": _json_content(error_ref)}
+
+
 def _operation_id(operation: Operation) -> str:
     words = [
         part.strip("{}").replace("-", "_")
@@ -303,7 +308,13 @@ def build_openapi() -> dict[str, Any]:
                 "200": {
                     "description": "The OpenAPI document.",
                     "content": {"application/json": {"schema": {"type": "object"}}},
-                }
+                },
+                **{
+                    str(status): _error_response(
+                        ERROR_STATUSES[status], refs[(S.Error, "serialization")]
+                    )
+                    for status in sorted(GUARD_STATUSES)
+                },
             },
         }
     }

@@ -43,6 +43,16 @@ def test_every_route_documented() -> None:
     assert documented == served_routes()
 
 
+def test_guard_rejections_documented() -> None:
+    """Every operation lists the 403 of a foreign Origin and the 421 of a foreign Host."""
+    document = build_openapi()
+
+    for path, item in document["paths"].items():
+        for method, operation in item.items():
+            statuses = set(operation["responses"])
+            assert {"403", "421"} <= statuses, f"{method.upper()} {path}"
+
+
 def test_request_schema_from_model() -> None:
     """The documented body of POST /v1/orders is the model's own schema."""
     document = build_openapi()
