@@ -54,7 +54,7 @@ LEASE_MARGIN = 2.0
 # The worker claims ahead about this many seconds of sending, at the rate
 # it has recently reached, and at most MAX_CLAIM deliveries at a time.
 PREFETCH_SECONDS = 1.0
-MAX_CLAIM = 1024
+MAX_CLAIM = 2048
 PARALLEL_CLAIMS = 2
 
 # Error kinds stored with failed attempts.

@@ -7,10 +7,12 @@ lease. An attempt still ``in_flight`` after its lease has expired was cut
 off by a crash, so it is recorded as interrupted before the delivery is
 retried.
 
-The worker claims ahead of its senders, so one transaction serves many
-attempts. The lease covers a start window, the timeout and a margin: an
-attempt that waited in the queue past its start window goes back unsent,
-so no POST can still be running when its lease runs out.
+Each environment has its own senders, ready queue and claims, so an
+endpoint that hangs holds only its own environment's webhooks. The worker
+claims ahead of its senders, so one transaction serves many attempts. The
+lease covers a start window, the timeout and a margin: an attempt that
+waited in the queue past its start window goes back unsent, so no POST can
+still be running when its lease runs out.
 
 Outcomes are written by one recorder task in batches, so a busy worker
 spends one transaction on many attempts. A POST is sent only after its
@@ -37,6 +39,7 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
 )
 
+from app.core.config import ENVIRONMENTS
 from app.ventra.attempts import (
     CONNECTION_ERROR,
     CONNECTION_REFUSED,
@@ -133,14 +136,71 @@ class RateMeter:
         return self._rate
 
 
+class Lane:
+    """One environment's share of the worker: its senders, queue and claims."""
+
+    def __init__(self, env: str) -> None:
+        self.env = env
+        self.ready: asyncio.Queue[Claim | None] = asyncio.Queue()
+        self.senders: list[asyncio.Task[None]] = []
+        self.posting = 0
+        self.sent = RateMeter()
+        # Claims in progress, and how many deliveries they asked for.
+        self.claims: set[asyncio.Task[None]] = set()
+        self.requested = 0
+        # True once a claim found fewer due deliveries than it asked for:
+        # then a finished POST is no reason to claim again, but new events,
+        # a recorded outcome or the poll interval are.
+        self.drained = False
+        # The lane claims again once at most this many attempts are held.
+        self.refill_at = 0
+        # Incremented by endpoint_changed, so a claim that read the old
+        # endpoint settings can tell.
+        self.version = 0
+
+    def held(self) -> int:
+        """Return the attempts being sent, queued or being claimed."""
+        return self.posting + self.ready.qsize() + self.requested
+
+    def claim_limit(self, concurrency: int) -> int:
+        """Return how many deliveries to claim now; 0 to wait."""
+        # Read first, so the rate also decays while nothing is claimed.
+        rate = self.sent.per_second()
+        if self.drained or len(self.claims) >= PARALLEL_CLAIMS:
+            return 0
+        ahead = min(int(rate * PREFETCH_SECONDS), MAX_CLAIM)
+        capacity = concurrency + ahead
+        held = self.held()
+        room = capacity - held
+        # While attempts are held, wait for a quarter of the capacity to
+        # free up, so that one transaction claims many deliveries.
+        self.refill_at = capacity - max(1, capacity // 4)
+        if room <= 0 or (held and held > self.refill_at):
+            return 0
+        return min(room, MAX_CLAIM)
+
+    def take_queued(self) -> list[Claim]:
+        """Empty the ready queue and return its claims; stop signals stay."""
+        claims, stops = [], 0
+        while not self.ready.empty():
+            claim = self.ready.get_nowait()
+            if claim is None:
+                stops += 1
+            else:
+                claims.append(claim)
+        for _ in range(stops):
+            self.ready.put_nowait(None)
+        return claims
+
+
 class DeliveryWorker:
     """Send due deliveries until stopped; also serves manual retries.
 
-    ``concurrency`` sender tasks take claimed attempts from a ready queue and
-    POST them. The run loop claims ahead of them, in batches sized to what
-    the senders have recently sent in ``PREFETCH_SECONDS``, so that a
-    claiming transaction serves many attempts and the senders rarely wait
-    for one.
+    Each environment has a lane of ``concurrency`` sender tasks that take
+    claimed attempts from the lane's ready queue and POST them. The run loop
+    claims ahead of them, per lane, in batches sized to what the lane has
+    recently sent in ``PREFETCH_SECONDS``, so that a claiming transaction
+    serves many attempts and the senders rarely wait for one.
     """
 
     def __init__(
@@ -154,25 +214,10 @@ class DeliveryWorker:
         self._engine = cast(AsyncEngine, sessions.kw["bind"])
         self._config = config
         self._wake = asyncio.Event()
-        self._ready: asyncio.Queue[Claim | None] = asyncio.Queue()
-        self._senders: list[asyncio.Task[None]] = []
-        self._posting = 0
-        self._sent = RateMeter()
+        self._lanes = {env: Lane(env) for env in ENVIRONMENTS}
         self._handing_back: set[asyncio.Task[None]] = set()
-        # Version of each environment's endpoint settings, incremented by
-        # endpoint_changed.
-        self._endpoint_versions: dict[str, int] = {}
-        # Claims in progress, and how many deliveries they asked for.
-        self._claims: set[asyncio.Task[None]] = set()
-        self._requested = 0
-        # True once a claim found fewer due deliveries than it asked for:
-        # then a finished POST is no reason to claim again, but new events,
-        # a recorded outcome or the poll interval are.
-        self._drained = False
-        # The run loop claims again once at most this many attempts are held.
-        self._refill_at = 0
         self._finished: asyncio.Queue[Finished | Claim | None] = asyncio.Queue(
-            maxsize=2 * RECORD_BATCH + config.concurrency
+            maxsize=2 * RECORD_BATCH + config.concurrency * len(self._lanes)
         )
         self._recorders: list[asyncio.Task[None]] = []
         self._http: aiohttp.ClientSession | None = None
@@ -180,7 +225,9 @@ class DeliveryWorker:
 
     async def start(self) -> None:
         """Open the HTTP client; start the senders and the recorders."""
-        connector = aiohttp.TCPConnector(limit=self._config.concurrency + 8)
+        connector = aiohttp.TCPConnector(
+            limit=self._config.concurrency * len(self._lanes) + 8
+        )
         self._http = aiohttp.ClientSession(
             connector=connector, auto_decompress=False, trust_env=False
         )
@@ -189,10 +236,13 @@ class DeliveryWorker:
             asyncio.create_task(self._record_loop(), name=f"recorder-{n}")
             for n in range(RECORDERS)
         ]
-        self._senders = [
-            asyncio.create_task(self._send_loop(), name=f"sender-{n}")
-            for n in range(self._config.concurrency)
-        ]
+        for lane in self._lanes.values():
+            lane.senders = [
+                asyncio.create_task(
+                    self._send_loop(lane), name=f"sender-{lane.env}-{n}"
+                )
+                for n in range(self._config.concurrency)
+            ]
 
     async def close(self) -> None:
         """Finish the attempts in flight, hand back unsent ones, close the client.
@@ -201,27 +251,29 @@ class DeliveryWorker:
         """
         self._stopping = True
         self._wake.set()
-        while self._claims:
-            await asyncio.gather(*list(self._claims), return_exceptions=True)
-        unsent = []
-        while not self._ready.empty():
-            claim = self._ready.get_nowait()
-            if claim is not None:
-                unsent.append(claim)
-        for _ in self._senders:
-            self._ready.put_nowait(None)
-        if self._senders:
-            _, hanging = await asyncio.wait(self._senders, timeout=SHUTDOWN_GRACE)
-            if self._posting:
+        lanes = list(self._lanes.values())
+        for lane in lanes:
+            while lane.claims:
+                await asyncio.gather(*list(lane.claims), return_exceptions=True)
+        unsent = [claim for lane in lanes for claim in lane.take_queued()]
+        for lane in lanes:
+            for _ in lane.senders:
+                lane.ready.put_nowait(None)
+        senders = [task for lane in lanes for task in lane.senders]
+        if senders:
+            _, hanging = await asyncio.wait(senders, timeout=SHUTDOWN_GRACE)
+            posting = sum(lane.posting for lane in lanes)
+            if posting:
                 log.warning(
                     "delivery attempts cut off by shutdown count=%d; lease recovery"
                     " records them as interrupted",
-                    self._posting,
+                    posting,
                 )
             for task in hanging:
                 task.cancel()
-            await asyncio.gather(*self._senders, return_exceptions=True)
-        self._senders = []
+            await asyncio.gather(*senders, return_exceptions=True)
+        for lane in lanes:
+            lane.senders = []
         if self._recorders:
             await asyncio.gather(*list(self._handing_back), return_exceptions=True)
             for claim in unsent:
@@ -241,18 +293,13 @@ class DeliveryWorker:
         cancelled if it is now disabled. Other processes are not notified: their
         queued attempts go out within their start window.
         """
+        lane = self._lanes.get(env)
+        if lane is None:
+            return
         # A claim in progress may have read the old settings, so
         # _claim_ahead compares this version before and after it.
-        self._endpoint_versions[env] = self._endpoint_versions.get(env, 0) + 1
-        remaining, stale = [], []
-        while not self._ready.empty():
-            claim = self._ready.get_nowait()
-            if claim is not None and claim.env == env:
-                stale.append(claim)
-            else:
-                remaining.append(claim)
-        for claim in remaining:
-            self._ready.put_nowait(claim)
+        lane.version += 1
+        stale = lane.take_queued()
         if stale:
             task = asyncio.create_task(self._hand_back(stale))
             self._handing_back.add(task)
@@ -265,7 +312,8 @@ class DeliveryWorker:
 
     def wake(self) -> None:
         """Look for due deliveries now instead of at the next poll."""
-        self._drained = False
+        for lane in self._lanes.values():
+            lane.drained = False
         self._wake.set()
 
     async def run(self) -> None:
@@ -277,18 +325,23 @@ class DeliveryWorker:
             self._wake.clear()
             if time.monotonic() >= next_recovery:
                 if await self._guarded(self.recover_interrupted(), "recovery"):
-                    self._drained = False
+                    self.wake()
                 next_recovery = time.monotonic() + self._config.recovery_interval
-            limit = self._claim_limit()
-            if limit > 0 and not self._stopping:
-                # A task of its own, not awaited here: once a claim commits,
-                # its attempts must reach the senders even if this loop is
-                # cancelled, or they wait for the lease. Up to
-                # PARALLEL_CLAIMS claims overlap, each on its own connection.
-                self._requested += limit
-                task = asyncio.create_task(self._claim_ahead(limit))
-                self._claims.add(task)
-                task.add_done_callback(self._claims.discard)
+            claiming = False
+            for lane in self._lanes.values():
+                limit = lane.claim_limit(self._config.concurrency)
+                if limit > 0 and not self._stopping:
+                    # A task of its own, not awaited here: once a claim
+                    # commits, its attempts must reach the senders even if
+                    # this loop is cancelled, or they wait for the lease. Up
+                    # to PARALLEL_CLAIMS claims of a lane overlap, each on
+                    # its own connection.
+                    lane.requested += limit
+                    task = asyncio.create_task(self._claim_ahead(lane, limit))
+                    lane.claims.add(task)
+                    task.add_done_callback(lane.claims.discard)
+                    claiming = True
+            if claiming:
                 continue
             # asyncio.timeout, not wait_for: on Python 3.11, wait_for can
             # swallow a cancellation that arrives as the wait ends, and the
@@ -298,24 +351,8 @@ class DeliveryWorker:
                     await self._wake.wait()
             except TimeoutError:
                 # Retries come due with time alone, so look again.
-                self._drained = False
-
-    def _claim_limit(self) -> int:
-        """Return how many deliveries to claim now; 0 to wait."""
-        # Read first, so the rate also decays while nothing is claimed.
-        rate = self._sent.per_second()
-        if self._drained or len(self._claims) >= PARALLEL_CLAIMS:
-            return 0
-        ahead = min(int(rate * PREFETCH_SECONDS), MAX_CLAIM)
-        capacity = self._config.concurrency + ahead
-        held = self._posting + self._ready.qsize() + self._requested
-        room = capacity - held
-        # While attempts are held, wait for a quarter of the capacity to
-        # free up, so that one transaction claims many deliveries.
-        self._refill_at = capacity - max(1, capacity // 4)
-        if room <= 0 or (held and held > self._refill_at):
-            return 0
-        return min(room, MAX_CLAIM)
+                for lane in self._lanes.values():
+                    lane.drained = False
 
     async def _guarded(self, work: Awaitable[Any], what: str) -> Any:
         """Await database work, logging a failure and pausing instead of raising."""
@@ -326,27 +363,26 @@ class DeliveryWorker:
             await asyncio.sleep(1.0)
             return None
 
-    async def _claim_ahead(self, limit: int) -> None:
-        """Claim up to ``limit`` deliveries into the ready queue."""
-        versions = dict(self._endpoint_versions)
+    async def _claim_ahead(self, lane: Lane, limit: int) -> None:
+        """Claim up to ``limit`` deliveries of a lane into its ready queue."""
+        version = lane.version
         try:
-            claims = await self._guarded(self._claim(limit), "claim") or []
+            claims = await self._guarded(self._claim(lane.env, limit), "claim") or []
         finally:
-            self._requested -= limit
-        stale = []
-        for claim in claims:
-            if self._endpoint_versions.get(claim.env) != versions.get(claim.env):
-                stale.append(claim)  # its endpoint changed during the claim
-            else:
-                self._ready.put_nowait(claim)
-        for claim in stale:
-            await self._finished.put(claim)
+            lane.requested -= limit
+        if lane.version == version:
+            for claim in claims:
+                lane.ready.put_nowait(claim)
+        else:
+            # The endpoint changed during the claim: hand them all back.
+            for claim in claims:
+                await self._finished.put(claim)
         # A short claim found every due delivery; wait for a reason to look
         # again instead of claiming after every POST.
-        self._drained = len(claims) < limit
+        lane.drained = len(claims) < limit
         self._wake.set()
 
-    async def _claim(self, limit: int) -> list[Claim]:
+    async def _claim(self, env: str, limit: int) -> list[Claim]:
         """Claim due deliveries and write their attempts, in one transaction."""
         # Read before the claim, so the window closes before the lease
         # that the database counts from its own later now().
@@ -354,7 +390,8 @@ class DeliveryWorker:
         async with self._engine.connect() as session:
             rows = (
                 await session.execute(
-                    CLAIM_SQL, {"limit": limit, "lease": self._config.lease}
+                    CLAIM_SQL,
+                    {"env": env, "limit": limit, "lease": self._config.lease},
                 )
             ).all()
             claims = [signed_claim(*row, trigger="automatic") for row in rows]
@@ -365,21 +402,20 @@ class DeliveryWorker:
             claim.start_by = start_by
         return claims
 
-    async def _send_loop(self) -> None:
-        """POST claimed attempts one at a time until a ``None`` arrives."""
-        while (claim := await self._ready.get()) is not None:
+    async def _send_loop(self, lane: Lane) -> None:
+        """POST a lane's claimed attempts one at a time until a ``None`` arrives."""
+        while (claim := await lane.ready.get()) is not None:
             if time.monotonic() > claim.start_by:
                 # Too late to finish within the lease: hand it back unsent.
                 await self._finished.put(claim)
                 continue
-            self._posting += 1
+            lane.posting += 1
             try:
                 outcome = await self._post(claim)
             finally:
-                self._posting -= 1
-            self._sent.count += 1
-            held = self._posting + self._ready.qsize() + self._requested
-            if not self._drained and held <= self._refill_at:
+                lane.posting -= 1
+            lane.sent.count += 1
+            if not lane.drained and lane.held() <= lane.refill_at:
                 self._wake.set()
             await self._finished.put(Finished(claim, outcome))
 

@@ -7,15 +7,18 @@ row.
 
 from sqlalchemy import text
 
+# Claims the due deliveries of one environment; each environment's lane of
+# senders claims for itself.
 CLAIM_SQL = text(
     """
     WITH due AS (
         SELECT d.id
           FROM deliveries d
          WHERE d.status = 'pending'
+           AND d.env = :env
            AND d.next_attempt_at <= now()
-           AND d.env = ANY (ARRAY(SELECT w.env FROM webhook_endpoints w
-                                   WHERE w.enabled AND w.url IS NOT NULL))
+           AND EXISTS (SELECT 1 FROM webhook_endpoints w
+                        WHERE w.env = :env AND w.enabled AND w.url IS NOT NULL)
            AND NOT EXISTS (
                SELECT 1 FROM deliveries older
                 WHERE older.order_id = d.order_id

@@ -2,15 +2,36 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import asyncio
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
+from aiohttp import web
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from tests.conftest import RunningStack, wait_until
-from tests.delivery.receiver import Receiver, gone_for_4100
+from app.core.database import create_engine
+from app.ventra.delivery import DeliveryWorker
+from tests.conftest import Databases, RunningStack, wait_until
+from tests.delivery.receiver import Received, Receiver, gone_for_4100
 
 ENV = "sandbox"
+
+
+@pytest.fixture
+def hanging_receiver() -> Iterator[Receiver]:
+    """A receiver that delays every response by 20 seconds."""
+
+    async def respond(request: Received) -> web.StreamResponse:
+        await asyncio.sleep(20)
+        return web.Response(status=204)
+
+    running = Receiver(respond).start()
+    try:
+        yield running
+    finally:
+        running.stop()
 
 
 @pytest.fixture
@@ -84,3 +105,28 @@ def gone_after_two_failures(
         )
     )
     return stack
+
+
+@asynccontextmanager
+async def ventra_sessions(
+    databases: Databases,
+) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+    """Open sessions on the Ventra database for a worker run in the test."""
+    engine = create_engine(databases.ventra)
+    try:
+        yield async_sessionmaker(engine, expire_on_commit=False)
+    finally:
+        await engine.dispose()
+
+
+@asynccontextmanager
+async def running(worker: DeliveryWorker) -> AsyncIterator[DeliveryWorker]:
+    """Start ``worker`` and its run loop; on exit, cancel the loop and close it."""
+    await worker.start()
+    task = asyncio.create_task(worker.run())
+    try:
+        yield worker
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await worker.close()

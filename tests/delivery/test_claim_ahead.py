@@ -17,12 +17,13 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core.database import create_engine
-from app.ventra.attempts import SHUTDOWN_GRACE
+from app.core.signatures import generate_secret, verify_hex
+from app.ventra.attempts import SHUTDOWN_GRACE, Claim
 from app.ventra.delivery import DeliveryConfig, DeliveryWorker
 from app.ventra.endpoints import EndpointService
 from app.ventra.orders import OrderPolicy, OrderService
 from tests.conftest import Databases
-from tests.delivery.conftest import ENV
+from tests.delivery.conftest import ENV, running, ventra_sessions
 from tests.delivery.receiver import Received, Receiver
 
 EVENTS = 150
@@ -81,9 +82,7 @@ async def run_worker(
     ``stop_when_stalled`` until the stalled POST has arrived. Once that POST
     has arrived it awaits ``when_stalled(sessions, worker)``.
     """
-    engine = create_engine(databases.ventra)
-    sessions = async_sessionmaker(engine, expire_on_commit=False)
-    try:
+    async with ventra_sessions(databases) as sessions:
         await EndpointService(sessions).ensure_defaults(url, None)
         orders = OrderService(sessions, OrderPolicy())
         for _ in range(EVENTS):
@@ -92,24 +91,15 @@ async def run_worker(
             sessions,
             DeliveryConfig(concurrency=1, timeout=5.0, start_window=start_window),
         )
-        await worker.start()
-        task = asyncio.create_task(worker.run())
-        try:
-            async with asyncio.timeout(60):
-                while await outstanding(sessions):
-                    if await stalled(sessions):
-                        if stop_when_stalled:
-                            break
-                        if when_stalled is not None:
-                            await when_stalled(sessions, worker)
-                            when_stalled = None
-                    await asyncio.sleep(0.05)
-        finally:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-            await worker.close()
-    finally:
-        await engine.dispose()
+        async with running(worker), asyncio.timeout(60):
+            while await outstanding(sessions):
+                if await stalled(sessions):
+                    if stop_when_stalled:
+                        break
+                    if when_stalled is not None:
+                        await when_stalled(sessions, worker)
+                        when_stalled = None
+                await asyncio.sleep(0.05)
 
 
 async def stalled(sessions: async_sessionmaker[AsyncSession]) -> bool:
@@ -213,21 +203,6 @@ def test_disabled_endpoint_drops_queued_claims(
     assert sorted(row[0] for row in attempts) == sorted(sent)
 
 
-@pytest.fixture
-def hanging_receiver() -> Iterator[Receiver]:
-    """A receiver that delays every response by 20 seconds."""
-
-    async def respond(request: Received) -> web.StreamResponse:
-        await asyncio.sleep(20)
-        return web.Response(status=204)
-
-    receiver = Receiver(respond).start()
-    try:
-        yield receiver
-    finally:
-        receiver.stop()
-
-
 async def close_while_hanging(databases: Databases, receiver: Receiver) -> float:
     """Start one POST that hangs, close the worker, return how long closing took."""
     engine = create_engine(databases.ventra)
@@ -269,3 +244,55 @@ def test_close_cuts_off_hanging_post(
     # Left for lease recovery, which records the attempt as interrupted.
     assert delivery == [("in_flight",)]
     assert attempt == [("in_flight",)]
+
+
+OLD_SECRET = generate_secret()
+NEW_SECRET = generate_secret()
+CHANGED_EVENTS = 5
+
+
+class SecretChangedDuringClaim(DeliveryWorker):
+    """A worker whose first claim commits just before the endpoint's secret changes.
+
+    The claim has read and signed with the old secret by then, as a claim
+    running beside a ``PUT /v1/webhook-endpoints`` can.
+    """
+
+    changed = False
+
+    async def _claim(self, env: str, limit: int) -> list[Claim]:
+        claims = await super()._claim(env, limit)
+        if claims and not self.changed:
+            self.changed = True
+            await EndpointService(self._sessions).update(ENV, secret=NEW_SECRET)
+            self.endpoint_changed(ENV)
+        return claims
+
+
+async def deliver_across_secret_change(databases: Databases, url: str) -> None:
+    async with ventra_sessions(databases) as sessions:
+        await EndpointService(sessions).ensure_defaults(url, OLD_SECRET)
+        orders = OrderService(sessions, OrderPolicy())
+        for _ in range(CHANGED_EVENTS):
+            await orders.create(amount=1000, description=None, env=ENV, expires_in=3600)
+        worker = SecretChangedDuringClaim(sessions, DeliveryConfig(concurrency=2))
+        async with running(worker), asyncio.timeout(30):
+            while await outstanding(sessions):
+                await asyncio.sleep(0.05)
+        assert worker.changed
+
+
+def test_claim_during_secret_change_goes_back(
+    databases: Databases, receiver: Receiver, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="ventra.delivery")
+
+    asyncio.run(deliver_across_secret_change(databases, receiver.url()))
+
+    posts = receiver.posts()
+    assert sum(handed_back_counts(caplog)) >= 1
+    assert len({p.event_id for p in posts}) == CHANGED_EVENTS
+    assert len(posts) == CHANGED_EVENTS
+    for post in posts:
+        assert verify_hex(NEW_SECRET, post.body, post.headers.get("x-signature"))
+        assert post.attempt == 1

@@ -1,0 +1,83 @@
+"""Environments do not wait for each other: each has its own senders.
+
+An endpoint that holds every request open keeps only its own
+environment's webhooks waiting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from app.ventra.delivery import DeliveryConfig, DeliveryWorker
+from app.ventra.endpoints import EndpointService
+from app.ventra.orders import OrderPolicy, OrderService
+from tests.conftest import Databases
+from tests.delivery.conftest import ENV, running, ventra_sessions
+from tests.delivery.receiver import Receiver
+
+HANGING_ENV = "staging"
+CONCURRENCY = 2
+# More events than senders, so the hanging environment keeps a backlog.
+HANGING_EVENTS = 3 * CONCURRENCY
+HEALTHY_EVENTS = 5
+TIMEOUT = 10.0
+
+
+async def deliver_beside_hanging(
+    databases: Databases, healthy: Receiver, hanging: Receiver
+) -> float:
+    """Return the seconds the healthy environment's events took to arrive.
+
+    They are created once every sender of the hanging environment waits
+    on a POST that will not be answered within the delivery timeout.
+    """
+    async with ventra_sessions(databases) as sessions:
+        endpoints = EndpointService(sessions)
+        await endpoints.ensure_defaults(healthy.url(), None)
+        await endpoints.update(HANGING_ENV, url=hanging.url())
+        orders = OrderService(sessions, OrderPolicy())
+        for _ in range(HANGING_EVENTS):
+            await orders.create(
+                amount=1000, description=None, env=HANGING_ENV, expires_in=3600
+            )
+        worker = DeliveryWorker(
+            sessions, DeliveryConfig(concurrency=CONCURRENCY, timeout=TIMEOUT)
+        )
+        async with running(worker):
+            async with asyncio.timeout(30):
+                while len(hanging.posts()) < CONCURRENCY:
+                    await asyncio.sleep(0.02)
+            started = time.monotonic()
+            for _ in range(HEALTHY_EVENTS):
+                await orders.create(
+                    amount=1000, description=None, env=ENV, expires_in=3600
+                )
+            async with asyncio.timeout(3 * TIMEOUT):
+                while len(healthy.posts()) < HEALTHY_EVENTS:
+                    await asyncio.sleep(0.02)
+            return time.monotonic() - started
+
+
+def test_hanging_endpoint_holds_only_its_environment(
+    databases: Databases, receiver: Receiver, hanging_receiver: Receiver
+) -> None:
+    seconds = asyncio.run(deliver_beside_hanging(databases, receiver, hanging_receiver))
+
+    # Sharing senders, the healthy events would wait for the timeout.
+    assert seconds < TIMEOUT / 2
+    assert len(hanging_receiver.posts()) == CONCURRENCY
+    with databases.ventra_conn() as conn:
+        rows = conn.execute(
+            "SELECT d.env, d.status, a.status FROM deliveries d"
+            " JOIN events e ON e.id = d.event_id"
+            " LEFT JOIN delivery_attempts a ON a.delivery_id = d.id"
+        ).fetchall()
+    healthy = [row for row in rows if row[0] == ENV]
+    assert healthy == [(ENV, "delivered", "succeeded")] * HEALTHY_EVENTS
+    # The two cut-off POSTs are left for lease recovery; the rest never left.
+    hanging = sorted(row[1:] for row in rows if row[0] == HANGING_ENV)
+    assert hanging == sorted(
+        [("in_flight", "in_flight")] * CONCURRENCY
+        + [("pending", None)] * (HANGING_EVENTS - CONCURRENCY)
+    )
