@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import fcntl
+import ipaddress
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -123,8 +125,19 @@ def _timeout(values: Mapping[str, str]) -> float:
     return seconds
 
 
+# A DNS label: letters, digits, hyphens inside, and underscores, which
+# some local names use.
+HOST_LABEL = re.compile(r"[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?", re.IGNORECASE)
+HTTP_URL_RULE = (
+    "an http:// or https:// URL of printable ASCII characters, with a host name"
+    " or IP address and a port from 1 to 65535"
+)
+
+
 def is_http_url(text: str) -> bool:
-    """Tell whether ``text`` is an http(s) URL with a host and a usable port."""
+    """Tell whether ``text`` is an http(s) URL with a valid host and a usable port."""
+    if not all("\x21" <= char <= "\x7e" for char in text):
+        return False
     parsed = urlsplit(text)
     try:
         port = parsed.port  # raises ValueError above 65535 or when not a number
@@ -132,7 +145,17 @@ def is_http_url(text: str) -> bool:
         return False
     if port == 0:
         return False
-    return parsed.scheme in ("http", "https") and bool(parsed.hostname)
+    return parsed.scheme in ("http", "https") and is_valid_host(parsed.hostname or "")
+
+
+def is_valid_host(host: str) -> bool:
+    """Tell whether ``host`` is an IP address or a DNS name of valid labels."""
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        labels = host.removesuffix(".").split(".")
+        return len(host) <= 253 and all(HOST_LABEL.fullmatch(label) for label in labels)
+    return True
 
 
 def load_settings(data_dir: str | Path | None = None) -> Settings:
@@ -146,8 +169,7 @@ def load_settings(data_dir: str | Path | None = None) -> Settings:
     webhook_url = values.get("WEBHOOK_URL") or None
     if webhook_url is not None and not is_http_url(webhook_url):
         raise ConfigError(
-            f"WEBHOOK_URL={webhook_url!r} is not an http:// or https:// URL with a host"
-            " and a port from 1 to 65535"
+            f"WEBHOOK_URL={webhook_url!r} is invalid; use {HTTP_URL_RULE}"
         )
     return Settings(
         data_dir=Path(values["VENTRA_DATA_DIR"]).expanduser().resolve(),

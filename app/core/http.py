@@ -204,6 +204,9 @@ def parse_json(body: bytes) -> Any:
         ) from None
 
 
+DATETIME_RULE = "an RFC 3339 date-time with a time zone, such as 2026-01-01T00:00:00Z"
+
+
 def validation_message(error: ValidationError) -> tuple[str, str]:
     """Return the first invalid field and a message naming it."""
     first = error.errors()[0]
@@ -216,7 +219,10 @@ def validation_message(error: ValidationError) -> tuple[str, str]:
         return field, f"{field} is missing"
     if first["type"] == "extra_forbidden":
         return field, f"{field} is not a known field; remove it"
-    return field, f"{field}={shown} is invalid: {first['msg']}"
+    message = f"{field}={shown} is invalid: {first['msg']}"
+    if first["type"].startswith(("datetime_", "timezone_")):
+        message += f"; use {DATETIME_RULE}"
+    return field, message
 
 
 async def read_model(

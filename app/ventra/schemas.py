@@ -16,7 +16,7 @@ from pydantic import (
     StrictStr,
 )
 
-from app.core.config import is_http_url
+from app.core.config import HTTP_URL_RULE, is_http_url
 
 # R$ 1.000.000,00: the largest amount one sandbox order may carry.
 MAX_AMOUNT = 100_000_000
@@ -96,11 +96,9 @@ class PixPay(Strict):
 
 
 def check_http_url(value: str) -> str:
-    """Reject a URL that no attempt could reach: no host, or a bad port."""
+    """Reject a URL that no attempt could reach: an invalid host, or a bad port."""
     if not is_http_url(value):
-        raise ValueError(
-            "must be an http:// or https:// URL with a host and a port from 1 to 65535"
-        )
+        raise ValueError(f"must be {HTTP_URL_RULE}")
     return value
 
 
@@ -110,7 +108,12 @@ class UpdateEndpoint(Strict):
     url: (
         Annotated[
             StrictStr,
-            Field(max_length=2048, pattern=r"^https?://[\x21-\x7e]+$"),
+            # The pattern is for the OpenAPI document; check_http_url
+            # enforces it with a message that names the rule.
+            Field(
+                max_length=2048,
+                json_schema_extra={"pattern": r"^https?://[\x21-\x7e]+$"},
+            ),
             AfterValidator(check_http_url),
         ]
         | None

@@ -160,6 +160,22 @@ CASES: list[tuple[str, str, str, bytes | None, dict[str, str], int]] = [
         422,
     ),
     (
+        "endpoint_url_bad_host",
+        "PUT",
+        "/v1/webhook-endpoints/local",
+        body({"url": "http://%ff%00/x"}),
+        JSON,
+        422,
+    ),
+    (
+        "endpoint_url_space",
+        "PUT",
+        "/v1/webhook-endpoints/local",
+        body({"url": "http://127.0.0.1:8000/a b"}),
+        JSON,
+        422,
+    ),
+    (
         "endpoint_secret_short",
         "PUT",
         "/v1/webhook-endpoints/local",
@@ -309,3 +325,32 @@ def test_field_named(shared_stack: RunningStack) -> None:
 
     assert response.json()["field"] == "expires_in"
     assert "expires_in" in response.json()["message"]
+
+
+@pytest.mark.parametrize(
+    ("path", "payload", "fix"),
+    [
+        (
+            "/v1/events/retry",
+            {"env": "local", "since": "yesterday"},
+            "RFC 3339 date-time",
+        ),
+        (
+            "/v1/events/retry",
+            {"env": "local", "since": "2026-01-01T00:00:00"},
+            "RFC 3339 date-time",
+        ),
+        ("/v1/webhook-endpoints/local", {"url": "http://%ff/x"}, "host name"),
+        ("/v1/webhook-endpoints/local", {"url": "http://a/ b"}, "printable ASCII"),
+    ],
+    ids=["since_text", "since_naive", "url_host", "url_space"],
+)
+def test_message_names_fix(
+    shared_stack: RunningStack, path: str, payload: dict[str, str], fix: str
+) -> None:
+    """A 422 for a date-time or a URL describes a valid value."""
+    method = "PUT" if path.startswith("/v1/webhook-endpoints") else "POST"
+    response = shared_stack.ventra.request(method, path, json=payload)
+
+    assert response.status_code == 422
+    assert fix in response.json()["message"]
