@@ -228,10 +228,10 @@ async def list_endpoints(request: web.Request) -> web.Response:
 async def update_endpoint(request: web.Request) -> web.Response:
     env = _env(request.match_info["env"])
     body = await read_model(request, UpdateEndpoint)
-    endpoint = await ctx(request).endpoints.update(
-        env, url=body.url, secret=body.secret, enabled=body.enabled
-    )
-    ctx(request).worker.endpoint_changed(env)
+    async with ctx(request).worker.endpoint_change(env):
+        endpoint = await ctx(request).endpoints.update(
+            env, url=body.url, secret=body.secret, enabled=body.enabled
+        )
     return json_response(endpoint)
 
 

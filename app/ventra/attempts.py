@@ -56,6 +56,8 @@ LEASE_MARGIN = 2.0
 PREFETCH_SECONDS = 1.0
 MAX_CLAIM = 2048
 PARALLEL_CLAIMS = 2
+# Manual retries a worker sends at once; more get 429 until one has ended.
+MANUAL_RETRIES = 16
 
 # Error kinds stored with failed attempts.
 CONNECTION_REFUSED = "connection_refused"

@@ -25,7 +25,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any, cast
 
@@ -45,6 +46,7 @@ from app.ventra.attempts import (
     CONNECTION_REFUSED,
     HTTP_STATUS,
     INVALID_RESPONSE,
+    MANUAL_RETRIES,
     MAX_CLAIM,
     PARALLEL_CLAIMS,
     PREFETCH_SECONDS,
@@ -136,6 +138,15 @@ class RateMeter:
         return self._rate
 
 
+def http_session(limit: int) -> aiohttp.ClientSession:
+    """Open an HTTP client that keeps at most ``limit`` connections."""
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=limit),
+        auto_decompress=False,
+        trust_env=False,
+    )
+
+
 class Lane:
     """One environment's share of the worker: its senders, queue and claims."""
 
@@ -143,6 +154,9 @@ class Lane:
         self.env = env
         self.ready: asyncio.Queue[Claim | None] = asyncio.Queue()
         self.senders: list[asyncio.Task[None]] = []
+        # A pool of its own, with a connection for each sender, so a POST
+        # never waits for a connection in use by another environment.
+        self.http: aiohttp.ClientSession | None = None
         self.posting = 0
         self.sent = RateMeter()
         # Claims in progress, and how many deliveries they asked for.
@@ -220,23 +234,21 @@ class DeliveryWorker:
             maxsize=2 * RECORD_BATCH + config.concurrency * len(self._lanes)
         )
         self._recorders: list[asyncio.Task[None]] = []
-        self._http: aiohttp.ClientSession | None = None
+        # Manual retries have their own connections, at most MANUAL_RETRIES.
+        self._manual_http: aiohttp.ClientSession | None = None
+        self._manual_running = 0
         self._stopping = False
 
     async def start(self) -> None:
         """Open the HTTP client; start the senders and the recorders."""
-        connector = aiohttp.TCPConnector(
-            limit=self._config.concurrency * len(self._lanes) + 8
-        )
-        self._http = aiohttp.ClientSession(
-            connector=connector, auto_decompress=False, trust_env=False
-        )
+        self._manual_http = http_session(MANUAL_RETRIES)
         # Several recorders, so that one writes while another gathers a batch.
         self._recorders = [
             asyncio.create_task(self._record_loop(), name=f"recorder-{n}")
             for n in range(RECORDERS)
         ]
         for lane in self._lanes.values():
+            lane.http = http_session(self._config.concurrency)
             lane.senders = [
                 asyncio.create_task(
                     self._send_loop(lane), name=f"sender-{lane.env}-{n}"
@@ -282,9 +294,31 @@ class DeliveryWorker:
                 await self._finished.put(None)
             await asyncio.gather(*self._recorders, return_exceptions=True)
             self._recorders = []
-        if self._http is not None:
-            await self._http.close()
-            self._http = None
+        for http in [self._manual_http, *(lane.http for lane in lanes)]:
+            if http is not None:
+                await http.close()
+        self._manual_http = None
+        for lane in lanes:
+            lane.http = None
+
+    @asynccontextmanager
+    async def endpoint_change(self, env: str) -> AsyncIterator[None]:
+        """Wrap a change of the endpoint of ``env``, then hand back its queued attempts.
+
+        A claim that read the old settings can end after the change has
+        committed, so claims in progress on entry go back too.
+        """
+        self._expire_claims(env)
+        try:
+            yield
+        finally:
+            self.endpoint_changed(env)
+
+    def _expire_claims(self, env: str) -> None:
+        """Make the claims of ``env`` in progress go back once they end."""
+        lane = self._lanes.get(env)
+        if lane is not None:
+            lane.version += 1
 
     def endpoint_changed(self, env: str) -> None:
         """Hand back the queued attempts of ``env``, claimed with its old settings.
@@ -297,8 +331,8 @@ class DeliveryWorker:
         if lane is None:
             return
         # A claim in progress may have read the old settings, so
-        # _claim_ahead compares this version before and after it.
-        lane.version += 1
+        # _claim_ahead compares the version before and after it.
+        self._expire_claims(env)
         stale = lane.take_queued()
         if stale:
             task = asyncio.create_task(self._hand_back(stale))
@@ -411,7 +445,7 @@ class DeliveryWorker:
                 continue
             lane.posting += 1
             try:
-                outcome = await self._post(claim)
+                outcome = await self._post(claim, lane.http)
             finally:
                 lane.posting -= 1
             lane.sent.count += 1
@@ -425,13 +459,13 @@ class DeliveryWorker:
         The returned future resolves to the delivery's new status once the
         outcome is committed.
         """
-        outcome = await self._post(claim)
+        outcome = await self._post(claim, self._manual_http)
         done: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         await self._finished.put(Finished(claim, outcome, done))
         return outcome, done
 
-    async def _post(self, claim: Claim) -> Outcome:
-        assert self._http is not None
+    async def _post(self, claim: Claim, http: aiohttp.ClientSession | None) -> Outcome:
+        assert http is not None
         started = time.perf_counter()
         timeout = aiohttp.ClientTimeout(total=self._config.timeout)
 
@@ -439,7 +473,7 @@ class DeliveryWorker:
             return int((time.perf_counter() - started) * 1000)
 
         try:
-            async with self._http.post(
+            async with http.post(
                 claim.url,
                 data=claim.body,
                 headers=claim.headers,
@@ -580,6 +614,9 @@ class DeliveryWorker:
         # DBAPIError, and _record tries the batch again.
         finished = [i for i in batch if isinstance(i, Finished)]
         unsent = [i for i in batch if isinstance(i, Claim)]
+        gone = {i.claim.env for i in finished if i.outcome.http_status == 410}
+        for env in gone:
+            self._expire_claims(env)  # this transaction disables the endpoint
         statuses: dict[str, str] = {}
         async with self._engine.connect() as session:
             # Losing this commit in a database crash is safe: the attempt
@@ -620,7 +657,7 @@ class DeliveryWorker:
                 statuses.update(await self._advance_failed(session, failed, now))
             await session.commit()
         # A 410 disabled its endpoint: the queued attempts go back unsent.
-        for env in {i.claim.env for i in failed if i.outcome.http_status == 410}:
+        for env in gone:
             self.endpoint_changed(env)
         if unsent:
             log.info("delivery attempts handed back unsent count=%d", len(unsent))
@@ -679,12 +716,27 @@ class DeliveryWorker:
 
     async def retry_now(self, event_id: str) -> dict[str, Any]:
         """Send a manual attempt now, signed with the endpoint's current secret."""
-        if self._http is None or not self._recorders:
+        if self._manual_http is None or not self._recorders:
             raise DeliveryUnavailable(
                 "the delivery worker is not running; start Ventra with its worker",
                 code="worker_stopped",
                 http_status=503,
             )
+        if self._manual_running >= MANUAL_RETRIES:
+            raise DeliveryUnavailable(
+                f"{MANUAL_RETRIES} manual retries are in flight, the maximum at once;"
+                f" send the retry of {event_id} again when one has ended",
+                code="too_many_retries",
+                http_status=429,
+                event_id=event_id,
+            )
+        self._manual_running += 1
+        try:
+            return await self._retry(event_id)
+        finally:
+            self._manual_running -= 1
+
+    async def _retry(self, event_id: str) -> dict[str, Any]:
         async with self._sessions() as session:
             row = (
                 await session.execute(MANUAL_CLAIM_SQL, {"event_id": event_id})

@@ -29,6 +29,7 @@ ERROR_STATUSES = {
     413: "The body is over the size limit.",
     415: "The body is not application/json.",
     421: "The Host header is not an address this server serves.",
+    429: "The maximum number of manual retries is in flight; send it again later.",
     422: "A field or query value is invalid.",
     503: "The delivery worker of this process is not running.",
 }
@@ -143,7 +144,7 @@ OPERATIONS = (
         "/v1/events/{event_id}/retry",
         "Send an event again as a new attempt",
         S.RetryResult,
-        errors=(404, 409, 503),
+        errors=(404, 409, 429, 503),
         error_descriptions={
             409: "The environment's webhook endpoint is disabled or has no URL,"
             " or an attempt of the event is in flight."

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from aiohttp import web
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core.database import create_engine
@@ -117,6 +118,16 @@ async def ventra_sessions(
         yield async_sessionmaker(engine, expire_on_commit=False)
     finally:
         await engine.dispose()
+
+
+async def query_async(
+    sessions: async_sessionmaker[AsyncSession], sql: str, **params: Any
+) -> list[tuple[Any, ...]]:
+    """Run one statement in its own transaction and return its rows."""
+    async with sessions() as session:
+        rows = (await session.execute(text(sql), params)).all()
+        await session.commit()
+    return [tuple(row) for row in rows]
 
 
 @asynccontextmanager

@@ -252,21 +252,29 @@ CHANGED_EVENTS = 5
 
 
 class SecretChangedDuringClaim(DeliveryWorker):
-    """A worker whose first claim commits just before the endpoint's secret changes.
+    """A worker whose first claim ends while a change of the secret is under way.
 
-    The claim has read and signed with the old secret by then, as a claim
-    running beside a ``PUT /v1/webhook-endpoints`` can.
+    The claim has read and signed with the old secret, and the change has
+    committed but not returned, as with a ``PUT /v1/webhook-endpoints``
+    that runs beside a claim.
     """
 
-    changed = False
+    change: asyncio.Task[None] | None = None
 
     async def _claim(self, env: str, limit: int) -> list[Claim]:
         claims = await super()._claim(env, limit)
-        if claims and not self.changed:
-            self.changed = True
-            await EndpointService(self._sessions).update(ENV, secret=NEW_SECRET)
-            self.endpoint_changed(ENV)
+        if claims and self.change is None:
+            committed = asyncio.Event()
+            self.change = asyncio.create_task(self._change_secret(committed))
+            await committed.wait()
         return claims
+
+    async def _change_secret(self, committed: asyncio.Event) -> None:
+        async with self.endpoint_change(ENV):
+            await EndpointService(self._sessions).update(ENV, secret=NEW_SECRET)
+            committed.set()
+            # The change has not returned yet when the claim ends.
+            await asyncio.sleep(0.5)
 
 
 async def deliver_across_secret_change(databases: Databases, url: str) -> None:
@@ -279,7 +287,8 @@ async def deliver_across_secret_change(databases: Databases, url: str) -> None:
         async with running(worker), asyncio.timeout(30):
             while await outstanding(sessions):
                 await asyncio.sleep(0.05)
-        assert worker.changed
+            assert worker.change is not None
+            await worker.change
 
 
 def test_claim_during_secret_change_goes_back(

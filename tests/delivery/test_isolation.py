@@ -1,7 +1,7 @@
 """Environments do not wait for each other: each has its own senders.
 
-An endpoint that holds every request open keeps only its own
-environment's webhooks waiting.
+An endpoint that keeps every request open delays only its own
+environment's webhooks, also when manual retries pile up on it.
 """
 
 from __future__ import annotations
@@ -9,11 +9,13 @@ from __future__ import annotations
 import asyncio
 import time
 
+from app.ventra.attempts import MANUAL_RETRIES
 from app.ventra.delivery import DeliveryConfig, DeliveryWorker
 from app.ventra.endpoints import EndpointService
+from app.ventra.errors import DeliveryUnavailable
 from app.ventra.orders import OrderPolicy, OrderService
 from tests.conftest import Databases
-from tests.delivery.conftest import ENV, running, ventra_sessions
+from tests.delivery.conftest import ENV, query_async, running, ventra_sessions
 from tests.delivery.receiver import Receiver
 
 HANGING_ENV = "staging"
@@ -30,7 +32,7 @@ async def deliver_beside_hanging(
     """Return the seconds the healthy environment's events took to arrive.
 
     They are created once every sender of the hanging environment waits
-    on a POST that will not be answered within the delivery timeout.
+    on a POST that gets no response within the delivery timeout.
     """
     async with ventra_sessions(databases) as sessions:
         endpoints = EndpointService(sessions)
@@ -81,3 +83,71 @@ def test_hanging_endpoint_holds_only_its_environment(
         [("in_flight", "in_flight")] * CONCURRENCY
         + [("pending", None)] * (HANGING_EVENTS - CONCURRENCY)
     )
+
+
+# Manual retries sent at once to the hanging endpoint, more than allowed.
+RETRIES = MANUAL_RETRIES + 4
+RETRY_TIMEOUT = 3.0
+
+
+async def retry_beside_hanging(
+    databases: Databases, healthy: Receiver, hanging: Receiver
+) -> tuple[float, list[BaseException | dict]]:
+    """Return how long the healthy events took, and each manual retry's result.
+
+    The manual retries go to events of the hanging environment whose
+    automatic attempts are an hour away.
+    """
+    async with ventra_sessions(databases) as sessions:
+        endpoints = EndpointService(sessions)
+        await endpoints.ensure_defaults(healthy.url(), None)
+        await endpoints.update(HANGING_ENV, url=hanging.url())
+        orders = OrderService(sessions, OrderPolicy())
+        for _ in range(RETRIES):
+            await orders.create(
+                amount=1000, description=None, env=HANGING_ENV, expires_in=3600
+            )
+        event_ids = await query_async(
+            sessions,
+            "UPDATE deliveries SET next_attempt_at = now() + interval '1 hour'"
+            " WHERE env = :env RETURNING event_id",
+            env=HANGING_ENV,
+        )
+        worker = DeliveryWorker(
+            sessions, DeliveryConfig(concurrency=CONCURRENCY, timeout=RETRY_TIMEOUT)
+        )
+        async with running(worker):
+            retries = asyncio.gather(
+                *(worker.retry_now(event_id) for (event_id,) in event_ids),
+                return_exceptions=True,
+            )
+            async with asyncio.timeout(30):
+                while len(hanging.posts()) < MANUAL_RETRIES:
+                    await asyncio.sleep(0.02)
+            started = time.monotonic()
+            for _ in range(HEALTHY_EVENTS):
+                await orders.create(
+                    amount=1000, description=None, env=ENV, expires_in=3600
+                )
+            async with asyncio.timeout(30):
+                while len(healthy.posts()) < HEALTHY_EVENTS:
+                    await asyncio.sleep(0.02)
+            seconds = time.monotonic() - started
+            return seconds, await retries
+
+
+def test_manual_retries_hold_only_their_environment(
+    databases: Databases, receiver: Receiver, hanging_receiver: Receiver
+) -> None:
+    seconds, results = asyncio.run(
+        retry_beside_hanging(databases, receiver, hanging_receiver)
+    )
+
+    assert seconds < RETRY_TIMEOUT / 2
+    rejected = [r for r in results if isinstance(r, DeliveryUnavailable)]
+    sent = [r for r in results if isinstance(r, dict)]
+    assert len(rejected) == RETRIES - MANUAL_RETRIES
+    assert {(r.status, r.code) for r in rejected} == {(429, "too_many_retries")}
+    assert len(sent) == MANUAL_RETRIES
+    assert {(r["outcome"], r["error_kind"]) for r in sent} == {("failed", "timeout")}
+    assert len(hanging_receiver.posts()) == MANUAL_RETRIES

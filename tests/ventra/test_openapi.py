@@ -44,7 +44,7 @@ def test_every_route_documented() -> None:
 
 
 def test_guard_rejections_documented() -> None:
-    """Every operation lists the 403 of a foreign Origin and the 421 of a foreign Host."""
+    """Every operation documents the 403 and 421 of a foreign Origin or Host."""
     document = build_openapi()
 
     for path, item in document["paths"].items():
@@ -203,12 +203,20 @@ class Target:
     hook_url: str
 
 
+GUARDED_HEADERS = ("host", "origin")
+
+
 def adapt(case: schemathesis.Case, mode: GenerationMode, target: Target) -> None:
     """Adjust a generated request where the API is stricter than JSON Schema."""
     headers_valid = case.meta is None or (
         case.meta.components.get(ParameterLocation.HEADER) is None
         or case.meta.components[ParameterLocation.HEADER].mode.is_positive
     )
+    for name in [n for n in case.headers or {} if n.lower() in GUARDED_HEADERS]:
+        # A generated Host or Origin header meets the guard's 421 or 403
+        # before the API reads the request; tests/test_host_origin.py
+        # covers those.
+        del case.headers[name]
     if case.headers and "x-api-key" in case.headers and headers_valid:
         # The generated key is random. A header made invalid on purpose,
         # such as a dropped key, is left as generated.
