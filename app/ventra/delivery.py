@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -89,6 +89,11 @@ from app.ventra.delivery_sql import (
 from app.ventra.errors import DeliveryUnavailable, NotFound
 
 log = logging.getLogger("ventra.delivery")
+
+
+def item_env(item: Finished | Claim) -> str:
+    """Return the environment of a recorder item."""
+    return item.claim.env if isinstance(item, Finished) else item.env
 
 
 def is_manual(item: Finished | Claim) -> bool:
@@ -338,16 +343,20 @@ class DeliveryWorker:
             task = asyncio.create_task(self._hand_back(stale))
             self._handing_back.add(task)
             task.add_done_callback(self._handing_back.discard)
-        self.wake()
+        self.wake([env])
 
     async def _hand_back(self, claims: list[Claim]) -> None:
         for claim in claims:
             await self._finished.put(claim)
 
-    def wake(self) -> None:
-        """Look for due deliveries now instead of at the next poll."""
+    def wake(self, envs: Collection[str] | None = None) -> None:
+        """Look for due deliveries now instead of at the next poll.
+
+        With ``envs``, only the lanes of those environments look.
+        """
         for lane in self._lanes.values():
-            lane.drained = False
+            if envs is None or lane.env in envs:
+                lane.drained = False
         self._wake.set()
 
     async def run(self) -> None:
@@ -603,7 +612,7 @@ class DeliveryWorker:
                 continue
             settle(batch, statuses=statuses)
             # A recorded outcome can make the next event of an order due.
-            self.wake()
+            self.wake({item_env(item) for item in batch})
             return
 
     async def _write(self, batch: list[Finished | Claim]) -> dict[str, str]:
@@ -794,7 +803,7 @@ class DeliveryWorker:
                 )
             result = await session.execute(BULK_RETRY_SQL, {"env": env, "since": since})
             await session.commit()
-        self.wake()
+        self.wake([env])
         count = cast(CursorResult[Any], result).rowcount or 0
         log.info(
             "bulk retry queued env=%s since=%s count=%d", env, since.isoformat(), count
