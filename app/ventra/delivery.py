@@ -82,6 +82,7 @@ from app.ventra.delivery_sql import (
     FAILED_SQL,
     FAILED_STATE_SQL,
     MANUAL_CLAIM_SQL,
+    MANUAL_LOCK_SQL,
     MANUAL_START_SQL,
     RECOVER_SQL,
     RELEASE_SQL,
@@ -623,8 +624,8 @@ class DeliveryWorker:
         # DBAPIError, and _record tries the batch again.
         finished = [i for i in batch if isinstance(i, Finished)]
         unsent = [i for i in batch if isinstance(i, Claim)]
-        gone = {i.claim.env for i in finished if i.outcome.http_status == 410}
-        for env in gone:
+        gone_envs = {i.claim.env for i in finished if i.outcome.http_status == 410}
+        for env in gone_envs:
             self._expire_claims(env)  # this transaction disables the endpoint
         statuses: dict[str, str] = {}
         async with self._engine.connect() as session:
@@ -666,7 +667,7 @@ class DeliveryWorker:
                 statuses.update(await self._advance_failed(session, failed, now))
             await session.commit()
         # A 410 disabled its endpoint: the queued attempts go back unsent.
-        for env in gone:
+        for env in gone_envs:
             self.endpoint_changed(env)
         if unsent:
             log.info("delivery attempts handed back unsent count=%d", len(unsent))
@@ -731,44 +732,11 @@ class DeliveryWorker:
                 code="worker_stopped",
                 http_status=503,
             )
-        if self._manual_running >= MANUAL_RETRIES:
-            raise DeliveryUnavailable(
-                f"{MANUAL_RETRIES} manual retries are in flight, the maximum at once;"
-                f" send the retry of {event_id} again when one has ended",
-                code="too_many_retries",
-                http_status=429,
-                event_id=event_id,
-            )
-        self._manual_running += 1
+        claim = await self._claim_manual(event_id)
         try:
-            return await self._retry(event_id)
+            outcome, done = await self._send(claim)
         finally:
             self._manual_running -= 1
-
-    async def _retry(self, event_id: str) -> dict[str, Any]:
-        async with self._sessions() as session:
-            row = (
-                await session.execute(MANUAL_CLAIM_SQL, {"event_id": event_id})
-            ).first()
-            if row is None:
-                raise NotFound(f"event {event_id!r} not found", event_id=event_id)
-            check_retryable(event_id, row)
-            number = await session.scalar(
-                MANUAL_START_SQL, {"id": row.id, "lease": self._config.lease}
-            )
-            claim = signed_claim(
-                row.id,
-                event_id,
-                number,
-                row.env,
-                row.body,
-                row.url,
-                row.secret,
-                trigger="manual",
-            )
-            await insert_attempts(session, [claim])
-            await session.commit()
-        outcome, done = await self._send(claim)
         delivery_status = await done
         return {
             "event_id": event_id,
@@ -781,6 +749,51 @@ class DeliveryWorker:
             "error_message": outcome.error_message,
             "delivery_status": delivery_status,
         }
+
+    async def _claim_manual(self, event_id: str) -> Claim:
+        """Claim a manual attempt of ``event_id`` in one of the MANUAL_RETRIES slots.
+
+        The caller frees the slot once the POST has ended.
+        """
+        async with self._sessions() as session:
+            delivery_id = await session.scalar(MANUAL_LOCK_SQL, {"event_id": event_id})
+            if delivery_id is None:
+                raise NotFound(f"event {event_id!r} not found", event_id=event_id)
+            row = (await session.execute(MANUAL_CLAIM_SQL, {"id": delivery_id})).one()
+            check_retryable(event_id, row)
+            self._take_manual_slot(event_id)
+            try:
+                number = await session.scalar(
+                    MANUAL_START_SQL, {"id": row.id, "lease": self._config.lease}
+                )
+                claim = signed_claim(
+                    row.id,
+                    event_id,
+                    number,
+                    row.env,
+                    row.body,
+                    row.url,
+                    row.secret,
+                    trigger="manual",
+                )
+                await insert_attempts(session, [claim])
+                await session.commit()
+            except BaseException:
+                self._manual_running -= 1
+                raise
+        return claim
+
+    def _take_manual_slot(self, event_id: str) -> None:
+        """Count one more manual retry in flight, or raise 429 when all are taken."""
+        if self._manual_running >= MANUAL_RETRIES:
+            raise DeliveryUnavailable(
+                f"{MANUAL_RETRIES} manual retries are in flight, the maximum at once;"
+                f" send the retry of {event_id} again when one has ended",
+                code="too_many_retries",
+                http_status=429,
+                event_id=event_id,
+            )
+        self._manual_running += 1
 
     async def retry_failed(self, env: str, since: datetime) -> int:
         """Queue the failed and cancelled deliveries of ``env`` created since ``since``.

@@ -49,7 +49,18 @@ CLAIM_SQL = text(
 # on every claim.
 
 # A manual retry waits for the row lock instead of skipping: it must see
-# whether another worker holds the delivery.
+# whether another worker holds the delivery. The lock is taken by a
+# statement of its own because a statement that waits for a row lock reads
+# the other tables as they were when it started. MANUAL_CLAIM_SQL then
+# reads the endpoint afresh, so a change committed during the wait is seen.
+MANUAL_LOCK_SQL = text(
+    """
+    SELECT id FROM deliveries WHERE event_id = :event_id FOR UPDATE
+    """
+)
+
+# FOR SHARE OF w: a change of the endpoint that is being written commits
+# first and is seen here, or waits for this claim to commit.
 MANUAL_CLAIM_SQL = text(
     """
     SELECT d.id, d.status, d.attempt_count, d.env, e.body,
@@ -57,8 +68,8 @@ MANUAL_CLAIM_SQL = text(
       FROM deliveries d
       JOIN events e ON e.id = d.event_id
       JOIN webhook_endpoints w ON w.env = d.env
-     WHERE d.event_id = :event_id
-       FOR UPDATE OF d
+     WHERE d.id = :id
+       FOR SHARE OF w
     """
 )
 

@@ -10,6 +10,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterator
+from typing import Any
 
 import pytest
 from aiohttp import web
@@ -23,7 +24,7 @@ from app.ventra.delivery import DeliveryConfig, DeliveryWorker
 from app.ventra.endpoints import EndpointService
 from app.ventra.orders import OrderPolicy, OrderService
 from tests.conftest import Databases
-from tests.delivery.conftest import ENV, running, ventra_sessions
+from tests.delivery.conftest import ENV, query_async, running, ventra_sessions
 from tests.delivery.receiver import Received, Receiver
 
 EVENTS = 150
@@ -305,3 +306,49 @@ def test_claim_during_secret_change_goes_back(
     for post in posts:
         assert verify_hex(NEW_SECRET, post.body, post.headers.get("x-signature"))
         assert post.attempt == 1
+
+
+async def retry_behind_row_lock(databases: Databases, url: str) -> dict[str, Any]:
+    """Send a manual retry that waits for a row lock while the secret changes."""
+    async with ventra_sessions(databases) as sessions:
+        await EndpointService(sessions).ensure_defaults(url, OLD_SECRET)
+        await OrderService(sessions, OrderPolicy()).create(
+            amount=1000, description=None, env=ENV, expires_in=3600
+        )
+        # No automatic attempt: the manual one is the only POST.
+        [(event_id,)] = await query_async(
+            sessions,
+            "UPDATE deliveries SET next_attempt_at = now() + interval '1 hour'"
+            " RETURNING event_id",
+        )
+        worker = DeliveryWorker(sessions, DeliveryConfig(concurrency=1))
+        async with running(worker), sessions() as blocker:
+            await blocker.execute(text("SELECT 1 FROM deliveries FOR UPDATE"))
+            retry = asyncio.create_task(worker.retry_now(event_id))
+            async with asyncio.timeout(10):
+                while not await lock_waits(sessions):
+                    await asyncio.sleep(0.02)
+            await EndpointService(sessions).update(ENV, secret=NEW_SECRET)
+            await blocker.commit()
+            return await retry
+
+
+async def lock_waits(sessions: async_sessionmaker[AsyncSession]) -> int:
+    """Return how many sessions of this database wait for a lock."""
+    [(count,)] = await query_async(
+        sessions,
+        "SELECT count(*) FROM pg_stat_activity"
+        " WHERE wait_event_type = 'Lock' AND datname = current_database()",
+    )
+    return count
+
+
+def test_retry_reads_endpoint_after_lock(
+    databases: Databases, receiver: Receiver
+) -> None:
+    """A manual retry that waited for a row lock signs with the secret of that time."""
+    result = asyncio.run(retry_behind_row_lock(databases, receiver.url()))
+
+    assert result["outcome"] == "succeeded"
+    [post] = receiver.posts()
+    assert verify_hex(NEW_SECRET, post.body, post.headers.get("x-signature"))

@@ -151,3 +151,43 @@ def test_manual_retries_hold_only_their_environment(
     assert len(sent) == MANUAL_RETRIES
     assert {(r["outcome"], r["error_kind"]) for r in sent} == {("failed", "timeout")}
     assert len(hanging_receiver.posts()) == MANUAL_RETRIES
+
+
+async def rejected_retries(databases: Databases, receiver: Receiver) -> list[object]:
+    """Send retries that fail before any POST, more than the slots, all at once.
+
+    Half name unknown events; half name events whose endpoint is disabled.
+    """
+    async with ventra_sessions(databases) as sessions:
+        endpoints = EndpointService(sessions)
+        await endpoints.ensure_defaults(receiver.url(), None)
+        orders = OrderService(sessions, OrderPolicy())
+        for _ in range(RETRIES):
+            await orders.create(
+                amount=1000, description=None, env=HANGING_ENV, expires_in=3600
+            )
+        await endpoints.update(HANGING_ENV, enabled=False)
+        event_ids = await query_async(
+            sessions,
+            "SELECT event_id FROM deliveries WHERE env = :env",
+            env=HANGING_ENV,
+        )
+        worker = DeliveryWorker(sessions, DeliveryConfig(concurrency=CONCURRENCY))
+        async with running(worker):
+            unknown = [f"evt_unknown{n}" for n in range(RETRIES)]
+            disabled = [event_id for (event_id,) in event_ids]
+            return await asyncio.gather(
+                *(worker.retry_now(event_id) for event_id in unknown + disabled),
+                return_exceptions=True,
+            )
+
+
+def test_rejected_retries_take_no_slot(
+    databases: Databases, receiver: Receiver
+) -> None:
+    results = asyncio.run(rejected_retries(databases, receiver))
+
+    codes = [getattr(r, "code", None) for r in results]
+    assert codes[:RETRIES] == ["not_found"] * RETRIES
+    assert codes[RETRIES:] == ["endpoint_unavailable"] * RETRIES
+    assert receiver.posts() == []
