@@ -14,6 +14,7 @@ from typing import Any
 
 import platformdirs
 from dotenv import dotenv_values
+from yarl import URL
 
 ENVIRONMENTS = ("local", "sandbox", "staging")
 DEFAULT_API_KEY = "dev-secret"
@@ -130,7 +131,7 @@ def _timeout(values: Mapping[str, str]) -> float:
 HOST_LABEL = re.compile(r"[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?", re.IGNORECASE)
 HTTP_URL_RULE = (
     "an http:// or https:// URL of printable ASCII characters, with a host name"
-    " or IP address and a port from 1 to 65535"
+    " or IP address, no user name or password, and a port from 1 to 65535"
 )
 
 
@@ -138,14 +139,28 @@ def is_http_url(text: str) -> bool:
     """Tell whether ``text`` is an http(s) URL with a valid host and a usable port."""
     if not all("\x21" <= char <= "\x7e" for char in text):
         return False
-    parsed = urlsplit(text)
     try:
+        parsed = urlsplit(text)  # raises ValueError for unbalanced brackets
         port = parsed.port  # raises ValueError above 65535 or when not a number
+        URL(text)  # the HTTP client's own parser must accept it too
     except ValueError:
         return False
-    if port == 0:
+    if port == 0 or parsed.scheme not in ("http", "https"):
         return False
-    return parsed.scheme in ("http", "https") and is_valid_host(parsed.hostname or "")
+    if "@" in parsed.netloc:
+        return False  # a password in the URL would be logged and stored
+    host = parsed.hostname or ""
+    if "[" in parsed.netloc:
+        return is_ipv6(host)
+    return is_valid_host(host)
+
+
+def is_ipv6(host: str) -> bool:
+    """Tell whether ``host`` is an IPv6 address."""
+    try:
+        return isinstance(ipaddress.ip_address(host), ipaddress.IPv6Address)
+    except ValueError:
+        return False
 
 
 def is_valid_host(host: str) -> bool:
@@ -153,8 +168,9 @@ def is_valid_host(host: str) -> bool:
     try:
         ipaddress.ip_address(host)
     except ValueError:
-        labels = host.removesuffix(".").split(".")
-        return len(host) <= 253 and all(HOST_LABEL.fullmatch(label) for label in labels)
+        name = host.removesuffix(".")  # a fully qualified name may end with a dot
+        labels = name.split(".")
+        return len(name) <= 253 and all(HOST_LABEL.fullmatch(label) for label in labels)
     return True
 
 

@@ -219,7 +219,11 @@ def validation_message(error: ValidationError) -> tuple[str, str]:
         return field, f"{field} is missing"
     if first["type"] == "extra_forbidden":
         return field, f"{field} is not a known field; remove it"
-    message = f"{field}={shown} is invalid: {first['msg']}"
+    reason = first["msg"]
+    if first["type"] == "value_error":
+        # A validator's own message, without pydantic's "Value error, ".
+        reason = str(first["ctx"]["error"])
+    message = f"{field}={shown} is invalid: {reason}"
     if first["type"].startswith(("datetime_", "timezone_")):
         message += f"; use {DATETIME_RULE}"
     return field, message

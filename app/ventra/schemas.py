@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -17,6 +18,7 @@ from pydantic import (
 )
 
 from app.core.config import HTTP_URL_RULE, is_http_url
+from app.core.http import DATETIME_RULE
 
 # R$ 1.000.000,00: the largest amount one sandbox order may carry.
 MAX_AMOUNT = 100_000_000
@@ -128,12 +130,14 @@ class UpdateEndpoint(Strict):
     enabled: StrictBool | None = None
 
 
+# The start of an RFC 3339 date-time: a date, then the time.
+DATE_AND_TIME = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d")
+
+
 def require_text(value: Any) -> Any:
-    """Reject a number, which pydantic would read as a Unix time."""
-    if not isinstance(value, str):
-        raise ValueError(
-            "must be an RFC 3339 date-time string such as 2026-01-01T00:00:00Z"
-        )
+    """Reject anything but a date and time, such as a number read as a Unix time."""
+    if not isinstance(value, str) or not DATE_AND_TIME.match(value):
+        raise ValueError(f"must be {DATETIME_RULE}")
     return value
 
 

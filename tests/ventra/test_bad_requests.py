@@ -200,6 +200,22 @@ CASES: list[tuple[str, str, str, bytes | None, dict[str, str], int]] = [
         422,
     ),
     (
+        "bulk_retry_since_number_text",
+        "POST",
+        "/v1/events/retry",
+        body({"env": "sandbox", "since": "0"}),
+        JSON,
+        422,
+    ),
+    (
+        "endpoint_url_password",
+        "PUT",
+        "/v1/webhook-endpoints/local",
+        body({"url": "http://user:pw@127.0.0.1:8000/x"}),
+        JSON,
+        422,
+    ),
+    (
         "bulk_retry_since_number",
         "POST",
         "/v1/events/retry",
@@ -340,10 +356,23 @@ def test_field_named(shared_stack: RunningStack) -> None:
             {"env": "local", "since": "2026-01-01T00:00:00"},
             "RFC 3339 date-time",
         ),
+        (
+            "/v1/events/retry",
+            {"env": "local", "since": "1700000000"},
+            "RFC 3339 date-time",
+        ),
         ("/v1/webhook-endpoints/local", {"url": "http://%ff/x"}, "host name"),
+        ("/v1/webhook-endpoints/local", {"url": "http://[::1/"}, "host name"),
         ("/v1/webhook-endpoints/local", {"url": "http://a/ b"}, "printable ASCII"),
     ],
-    ids=["since_text", "since_naive", "url_host", "url_space"],
+    ids=[
+        "since_text",
+        "since_naive",
+        "since_unix",
+        "url_host",
+        "url_bracket",
+        "url_space",
+    ],
 )
 def test_message_names_fix(
     shared_stack: RunningStack, path: str, payload: dict[str, str], fix: str
@@ -354,3 +383,4 @@ def test_message_names_fix(
 
     assert response.status_code == 422
     assert fix in response.json()["message"]
+    assert "Value error" not in response.json()["message"]
