@@ -8,6 +8,7 @@ import json
 import logging
 import signal
 import sys
+from typing import Any
 
 from app.core.config import RETRY_SCHEDULES, ConfigError, Settings, load_settings
 from app.core.database import DatabaseStartError
@@ -36,16 +37,25 @@ def _seconds(text: str) -> float:
     return value
 
 
-def _server_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data-dir", help="data directory (default: the per-user one)")
-    parser.add_argument("--database-url", help="external PostgreSQL URL instead of the embedded one")
-    parser.add_argument("--ventra-port", type=_port, help="Ventra port; 0 picks a free one")
-    parser.add_argument("--sim-port", type=_port, help="VentraSim port; 0 picks a free one")
+def _server_options(parser: argparse.ArgumentParser, default: Any = None) -> None:
+    parser.add_argument("--data-dir", default=default, help="data directory (default: the per-user one)")
     parser.add_argument(
-        "--retry-schedule", choices=RETRY_SCHEDULES, help="webhook retry schedule"
+        "--database-url", default=default, help="external PostgreSQL URL instead of the embedded one"
     )
     parser.add_argument(
-        "--delivery-timeout", type=_seconds, help="seconds to wait for each webhook response"
+        "--ventra-port", type=_port, default=default, help="Ventra port; 0 picks a free one"
+    )
+    parser.add_argument(
+        "--sim-port", type=_port, default=default, help="VentraSim port; 0 picks a free one"
+    )
+    parser.add_argument(
+        "--retry-schedule", choices=RETRY_SCHEDULES, default=default, help="webhook retry schedule"
+    )
+    parser.add_argument(
+        "--delivery-timeout",
+        type=_seconds,
+        default=default,
+        help="seconds to wait for each webhook response",
     )
 
 
@@ -59,7 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command")
 
     serve = commands.add_parser("serve", help="run the servers without a window")
-    _server_options(serve)
+    # SUPPRESS: an option given before "serve" is kept, not reset to None.
+    _server_options(serve, default=argparse.SUPPRESS)
     serve.add_argument("--only", choices=("ventra", "sim"), help="run one side only")
 
     selftest = commands.add_parser("selftest", help="run the end-to-end flow once")

@@ -13,6 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from app.cli import build_parser
+
 SERVE = [sys.executable, "-m", "app", "serve", "--ventra-port", "0", "--sim-port", "0"]
 WARNING_MARKERS = (
     "Unclosed",
@@ -88,6 +90,22 @@ def test_data_survives_restart(tmp_path: Path) -> None:
 
     assert found.status_code == 200
     assert found.json()["amount"] == 115
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--ventra-port", "1234", "serve", "--only", "ventra"],
+        ["serve", "--ventra-port", "1234", "--only", "ventra"],
+    ],
+    ids=["before_command", "after_command"],
+)
+def test_server_option_either_side(argv: list[str]) -> None:
+    """A server option applies whether it comes before or after ``serve``."""
+    args = build_parser().parse_args(argv)
+
+    assert args.command == "serve"
+    assert args.ventra_port == 1234
 
 
 def test_serve_rejects_bad_port(tmp_path: Path) -> None:
