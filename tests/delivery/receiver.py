@@ -113,6 +113,17 @@ class Receiver:
         async def cleanup() -> None:
             if self._runner is not None:
                 await self._runner.cleanup()
+            # Handlers still waiting are cancelled, and the loop runs on
+            # briefly so closed transports get their connection_lost. A
+            # transport left open would warn in whichever test runs when
+            # the garbage collector finds it.
+            waiting = [
+                t for t in asyncio.all_tasks() if t is not asyncio.current_task()
+            ]
+            for task in waiting:
+                task.cancel()
+            await asyncio.gather(*waiting, return_exceptions=True)
+            await asyncio.sleep(0.05)
 
         asyncio.run_coroutine_threadsafe(cleanup(), self._loop).result(30)
         self._loop.call_soon_threadsafe(self._loop.stop)
