@@ -46,9 +46,16 @@ Centavos = Annotated[
 ID_REGEX = r"^[A-Za-z0-9_]{1,64}$"
 # Free text is stored in text columns, which cannot contain NUL.
 TEXT_REGEX = r"^[^\x00]*$"
-# A secret is signed byte for byte: no control characters, and no spaces at
-# either end, which a copy and paste adds by mistake.
-SECRET_REGEX = r"^[^\s\x00-\x1f\x7f]([^\x00-\x1f\x7f]*[^\s\x00-\x1f\x7f])?$"
+# A secret is signed byte for byte: no control characters (C0, DEL, C1), and
+# no whitespace at either end, which a copy and paste adds by mistake. The
+# classes are spelled out because \s differs between regex dialects:
+# Python's and pydantic's match U+0085, JSON Schema's (ECMA-262) does not.
+CONTROL_CHARS = r"\x00-\x1f\x7f-\x9f"
+SPACE_CHARS = r"\x20\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff"
+SECRET_REGEX = (
+    rf"^[^{CONTROL_CHARS}{SPACE_CHARS}]"
+    rf"([^{CONTROL_CHARS}]*[^{CONTROL_CHARS}{SPACE_CHARS}])?$"
+)
 Text200 = Annotated[StrictStr, Field(max_length=200, pattern=TEXT_REGEX)]
 Identifier = Annotated[str, Field(pattern=ID_REGEX)]
 

@@ -192,6 +192,14 @@ CASES: list[tuple[str, str, str, bytes | None, dict[str, str], int]] = [
         422,
     ),
     (
+        "endpoint_secret_c1_control",
+        "PUT",
+        "/v1/webhook-endpoints/local",
+        body({"secret": "whsec_abcdefgh\x85"}),
+        JSON,
+        422,
+    ),
+    (
         "endpoint_enabled_text",
         "PUT",
         "/v1/webhook-endpoints/local",
