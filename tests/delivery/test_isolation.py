@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import time
 
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
 from app.ventra.attempts import MANUAL_RETRIES
 from app.ventra.delivery import DeliveryConfig, DeliveryWorker
 from app.ventra.endpoints import EndpointService
@@ -26,6 +28,24 @@ HEALTHY_EVENTS = 5
 TIMEOUT = 10.0
 
 
+async def aim_endpoints(
+    sessions: async_sessionmaker[AsyncSession], healthy: Receiver, hanging: Receiver
+) -> None:
+    """Aim every endpoint at ``healthy``, except HANGING_ENV's at ``hanging``."""
+    endpoints = EndpointService(sessions)
+    await endpoints.ensure_defaults(healthy.url(), None)
+    await endpoints.update(HANGING_ENV, url=hanging.url())
+
+
+async def create_orders(
+    sessions: async_sessionmaker[AsyncSession], env: str, count: int
+) -> None:
+    """Create ``count`` orders in ``env``, each with its charge.created event."""
+    orders = OrderService(sessions, OrderPolicy())
+    for _ in range(count):
+        await orders.create(amount=1000, description=None, env=env, expires_in=3600)
+
+
 async def deliver_beside_hanging(
     databases: Databases, healthy: Receiver, hanging: Receiver
 ) -> float:
@@ -35,14 +55,8 @@ async def deliver_beside_hanging(
     on a POST that gets no response within the delivery timeout.
     """
     async with ventra_sessions(databases) as sessions:
-        endpoints = EndpointService(sessions)
-        await endpoints.ensure_defaults(healthy.url(), None)
-        await endpoints.update(HANGING_ENV, url=hanging.url())
-        orders = OrderService(sessions, OrderPolicy())
-        for _ in range(HANGING_EVENTS):
-            await orders.create(
-                amount=1000, description=None, env=HANGING_ENV, expires_in=3600
-            )
+        await aim_endpoints(sessions, healthy, hanging)
+        await create_orders(sessions, HANGING_ENV, HANGING_EVENTS)
         worker = DeliveryWorker(
             sessions, DeliveryConfig(concurrency=CONCURRENCY, timeout=TIMEOUT)
         )
@@ -51,10 +65,7 @@ async def deliver_beside_hanging(
                 while len(hanging.posts()) < CONCURRENCY:
                     await asyncio.sleep(0.02)
             started = time.monotonic()
-            for _ in range(HEALTHY_EVENTS):
-                await orders.create(
-                    amount=1000, description=None, env=ENV, expires_in=3600
-                )
+            await create_orders(sessions, ENV, HEALTHY_EVENTS)
             async with asyncio.timeout(3 * TIMEOUT):
                 while len(healthy.posts()) < HEALTHY_EVENTS:
                     await asyncio.sleep(0.02)
@@ -99,14 +110,8 @@ async def retry_beside_hanging(
     automatic attempts are an hour away.
     """
     async with ventra_sessions(databases) as sessions:
-        endpoints = EndpointService(sessions)
-        await endpoints.ensure_defaults(healthy.url(), None)
-        await endpoints.update(HANGING_ENV, url=hanging.url())
-        orders = OrderService(sessions, OrderPolicy())
-        for _ in range(RETRIES):
-            await orders.create(
-                amount=1000, description=None, env=HANGING_ENV, expires_in=3600
-            )
+        await aim_endpoints(sessions, healthy, hanging)
+        await create_orders(sessions, HANGING_ENV, RETRIES)
         event_ids = await query_async(
             sessions,
             "UPDATE deliveries SET next_attempt_at = now() + interval '1 hour'"
@@ -125,10 +130,7 @@ async def retry_beside_hanging(
                 while len(hanging.posts()) < MANUAL_RETRIES:
                     await asyncio.sleep(0.02)
             started = time.monotonic()
-            for _ in range(HEALTHY_EVENTS):
-                await orders.create(
-                    amount=1000, description=None, env=ENV, expires_in=3600
-                )
+            await create_orders(sessions, ENV, HEALTHY_EVENTS)
             async with asyncio.timeout(30):
                 while len(healthy.posts()) < HEALTHY_EVENTS:
                     await asyncio.sleep(0.02)
@@ -161,11 +163,7 @@ async def rejected_retries(databases: Databases, receiver: Receiver) -> list[obj
     async with ventra_sessions(databases) as sessions:
         endpoints = EndpointService(sessions)
         await endpoints.ensure_defaults(receiver.url(), None)
-        orders = OrderService(sessions, OrderPolicy())
-        for _ in range(RETRIES):
-            await orders.create(
-                amount=1000, description=None, env=HANGING_ENV, expires_in=3600
-            )
+        await create_orders(sessions, HANGING_ENV, RETRIES)
         await endpoints.update(HANGING_ENV, enabled=False)
         event_ids = await query_async(
             sessions,
